@@ -1,0 +1,1 @@
+"""Prefect flows: `promptintern` (one run of the DAG)."""

@@ -1,0 +1,145 @@
+"""One typed config for a run of the DAG, and the named presets.
+
+``RunConfig`` is the flow's parameter: every baseline and ablation is a value of it. Unknown keys
+are errors (``extra="forbid"``), so a typo in a preset or an override names the key.
+
+    from promptintern.config import preset
+    cfg = preset("cpu-demo")                                   # the README's main job
+    cfg = preset("tiny", overrides={"schedule": {"k0": 4}})    # what the tests run
+
+Presets (sizes chosen for 2 CPU cores unless stated):
+
+* ``tiny``     the locally built random model, a handful of rows: the end-to-end tests (seconds).
+* ``cpu-demo`` SmolLM2-135M on NL2Bash, 3 stages (k 4-2-0, tau 1 -> 0), 192 training rows,
+               60 test rows: about 20 minutes on 2 cores.
+* ``paper``    the paper's settings (rank 32, k 10-5-0, every training row, the full test split):
+               for a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from promptintern.schedule import Schedule
+
+COMPRESSORS = ("llmlingua", "longllmlingua", "none")
+SCORERS = ("bleu", "bm25")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CompressionConfig(_Strict):
+    method: Literal["llmlingua", "longllmlingua", "none"] = Field(
+        "llmlingua", description=f"template compressor, one of {COMPRESSORS}")
+    model: str | None = Field(
+        None, description="causal LM that scores tokens for llmlingua (default: the run's model)")
+
+
+class RetrievalConfig(_Strict):
+    scorer: Literal["bleu", "bm25"] = Field("bleu", description=f"similarity, one of {SCORERS}")
+    bank_fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of training rows in the pool")
+
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class LoraSettings(_Strict):
+    r: int = Field(32, ge=1, description="LoRA rank (paper: 32)")
+    alpha: int = Field(64, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+class TrainSettings(_Strict):
+    epochs_per_stage: float = Field(1.0, gt=0.0, description="passes over the shard per stage")
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(2e-4, gt=0.0)
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    max_seq_len: int = Field(1024, ge=16, description="longer rows lose prompt tokens from the left")
+    checkpoint_every: int = Field(50, ge=1, description="optimizer steps between checkpoints")
+    reset_optimizer_each_stage: bool = Field(
+        True, description="fresh optimizer + LR schedule per stage (the adapter always carries on)")
+    seed: int = 0
+
+
+class EvalSettings(_Strict):
+    test_split: str = "test"
+    test_subset: int | None = Field(None, ge=1, description="first N test rows (None: all)")
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    baseline_full_prompt: bool = Field(
+        True, description="also run the base model with the full template + k0-shot prompt")
+
+
+class RunConfig(_Strict):
+    """Everything one run of the ``promptintern`` flow depends on."""
+
+    dataset: Literal["nl2bash", "mbpp"] = "nl2bash"
+    data_dir: str = Field("data", description="folder filled by `python -m promptintern.data fetch`")
+    model: str = Field("smollm2-135m", description="'smollm2-135m', 'tiny', a local folder or a hub id")
+    train_subset: int | None = Field(None, ge=1, description="first N shuffled training rows")
+    schedule: Schedule = Schedule()
+    compression: CompressionConfig = CompressionConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    lora: LoraSettings = LoraSettings()
+    train: TrainSettings = TrainSettings()
+    eval: EvalSettings = EvalSettings()
+    seed: int = Field(0, description="seed for subsetting and the bank pool")
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("model must name 'smollm2-135m', 'tiny', a folder or a hub id")
+        return value
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "model": "tiny",
+        "train_subset": 24,
+        "schedule": {"num_stages": 3, "k0": 2},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ALL_LINEAR},
+        "train": {"batch_size": 4, "max_seq_len": 512, "checkpoint_every": 2, "lr": 1e-3},
+        "eval": {"test_subset": 6, "batch_size": 3, "max_new_tokens": 8},
+    },
+    "cpu-demo": {
+        "model": "smollm2-135m",
+        "train_subset": 192,
+        "schedule": {"num_stages": 3, "k0": 4},
+        "lora": {"r": 16, "alpha": 32},
+        "train": {"batch_size": 8, "max_seq_len": 768, "lr": 5e-4, "checkpoint_every": 8},
+        "eval": {"test_subset": 60, "batch_size": 12, "max_new_tokens": 40},
+    },
+    "paper": {
+        "model": "smollm2-135m",
+        "schedule": {"num_stages": 3, "k0": 10},
+        "lora": {"r": 32, "alpha": 64},
+        "train": {"batch_size": 8, "max_seq_len": 2048, "epochs_per_stage": 1.0},
+        "eval": {"max_new_tokens": 64},
+    },
+}
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset(name: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A preset, with nested ``overrides`` applied on top (dict keys mirror RunConfig's fields)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; allowed: {sorted(PRESETS)}")
+    return RunConfig.model_validate(_merge(PRESETS[name], overrides or {}))

@@ -1,0 +1,83 @@
+"""Batched greedy generation with left padding, timed.
+
+``generate`` returns one completion per prompt (cut at the task's stop strings) plus timing:
+seconds for the whole set and per instance, and input / output token counts per prompt.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from promptintern.models import load_model, load_tokenizer, set_torch_threads
+
+
+@dataclass
+class Generations:
+    texts: list[str]
+    input_tokens: list[int]
+    output_tokens: list[int]
+    seconds: float
+    batch_size: int
+
+    @property
+    def seconds_per_instance(self) -> float:
+        return self.seconds / max(1, len(self.texts))
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = len(text)
+    for s in stop:
+        pos = text.find(s)
+        if pos != -1:
+            cut = min(cut, pos)
+    return text[:cut]
+
+
+@torch.no_grad()
+def generate(
+    model_dir: str | Path,
+    prompts: Sequence[str],
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+    stop: Sequence[str] = (),
+    progress: bool = True,
+) -> Generations:
+    """Greedy-decode every prompt; batches are formed from prompts of similar length."""
+    from tqdm.auto import tqdm
+
+    set_torch_threads()
+    tokenizer = load_tokenizer(model_dir)
+    tokenizer.padding_side = "left"
+    model = load_model(model_dir)
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    texts: list[str] = [""] * len(prompts)
+    out_tokens = [0] * len(prompts)
+    started = time.perf_counter()
+    for start in tqdm(range(0, len(order), batch_size), desc="generate", unit="batch",
+                      disable=not progress, leave=False):
+        idx = order[start : start + batch_size]
+        batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            stop_strings=list(stop) or None,
+            tokenizer=tokenizer if stop else None,
+        )
+        new = out[:, batch["input_ids"].shape[1] :]
+        for row, i in enumerate(idx):
+            ids = new[row].tolist()
+            # count up to and including the first EOS / pad: what the model actually produced
+            n = next((j + 1 for j, t in enumerate(ids) if t in (tokenizer.eos_token_id, tokenizer.pad_token_id)), len(ids))
+            out_tokens[i] = n
+            texts[i] = cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), stop)
+    seconds = time.perf_counter() - started
+    return Generations(texts, [len(e) for e in encoded], out_tokens, seconds, batch_size)

@@ -1,0 +1,220 @@
+"""The DAG's boxes as plain functions: each reads input folders, writes one output folder.
+
+These are what the Prefect tasks in ``tasks/`` wrap (one call each) and what a test or a notebook
+can call directly without Prefect. Every function takes folders and small typed values and
+writes only inside ``out``; the artifact store makes ``out`` atomic and content-addressed.
+
+    dataset ─┬─ compress (per tau) ─┐
+             └─ bank ───────────────┴─ shard (per stage) ─ train (stage 1..T) ─ merge ─ benchmark
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+from promptintern.config import CompressionConfig, EvalSettings, LoraSettings, RetrievalConfig, TrainSettings
+from promptintern.datasets import Example, get_task
+from promptintern.prompts import Template, render_prompt
+from promptintern.schedule import StageSpec
+
+# ---------------------------------------------------------------------------------------------
+# dataset
+# ---------------------------------------------------------------------------------------------
+
+
+def write_examples(path: Path, rows: list[Example]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(row.model_dump_json() + "\n")
+
+
+def read_examples(path: Path) -> list[Example]:
+    with path.open(encoding="utf-8") as fh:
+        return [Example.model_validate_json(line) for line in fh if line.strip()]
+
+
+def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, test_split: str,
+                    test_subset: int | None, seed: int, out: Path) -> dict:
+    """Load the splits, take the subsets, and freeze them (plus the template) into ``out``.
+
+    The training subset is the first N rows of a seeded shuffle; the test subset is the first N
+    rows in the split's own order, so every run and variant is scored on the same rows.
+    """
+    task = get_task(task_name)
+    train = task.load(data_dir, "train")
+    test = task.load(data_dir, test_split)
+    for name, size, split in (("train_subset", train_subset, train), ("eval.test_subset", test_subset, test)):
+        if size is not None and size > len(split):
+            raise ValueError(f"{name}={size} is larger than the split ({len(split)} rows)")
+    if train_subset is not None:
+        order = list(range(len(train)))
+        random.Random(seed).shuffle(order)
+        train = [train[i] for i in sorted(order[:train_subset])]
+    if test_subset is not None:
+        test = test[:test_subset]
+    write_examples(out / "train.jsonl", train)
+    write_examples(out / "test.jsonl", test)
+    (out / "template.json").write_text(task.template.model_dump_json(indent=2))
+    info = {"task": task_name, "train_rows": len(train), "test_rows": len(test),
+            "test_split": test_split, "seed": seed}
+    (out / "info.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def load_template(dataset_dir: Path) -> Template:
+    return Template.model_validate_json((dataset_dir / "template.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# compress
+# ---------------------------------------------------------------------------------------------
+
+
+def compress(dataset_dir: Path, tau: float, cfg: CompressionConfig, compressor_dir: Path, out: Path) -> dict:
+    """The task template compressed to rate ``tau``: ``template.txt`` + ``stats.json``."""
+    from promptintern.compress import compress_template
+
+    task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
+    result = compress_template(load_template(dataset_dir), tau, method=cfg.method,
+                               model_dir=compressor_dir, question=task.description)
+    (out / "template.txt").write_text(result.text, encoding="utf-8")
+    stats = {"tau": tau, "method": result.method, "rate_requested": result.rate_requested,
+             "rate_achieved": result.rate_achieved, "tokens_before": result.tokens_before,
+             "tokens_after": result.tokens_after, "compressor_model": str(compressor_dir.name)}
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def read_template_text(template_dir: Path | None) -> str:
+    return "" if template_dir is None else (template_dir / "template.txt").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# retrieval bank
+# ---------------------------------------------------------------------------------------------
+
+
+def bank(dataset_dir: Path, k: int, cfg: RetrievalConfig, seed: int, out: Path) -> dict:
+    """Top-k training neighbors of every training row (self excluded) and every test row."""
+    from promptintern.retrieve import build_bank, retrieve_for
+
+    train = read_examples(dataset_dir / "train.jsonl")
+    test = read_examples(dataset_dir / "test.jsonl")
+    k = min(k, len(train) - 1)
+    queries = [r.query for r in train]
+    train_bank = build_bank(queries, k, scorer=cfg.scorer, bank_fraction=cfg.bank_fraction, seed=seed)
+    np.save(out / "train_neighbors.npy", train_bank.neighbors)
+    np.save(out / "test_neighbors.npy", retrieve_for([r.query for r in test], queries, k, scorer=cfg.scorer))
+    stats = {"k": k, "scorer": cfg.scorer, "bank_fraction": cfg.bank_fraction,
+             "pool_size": train_bank.pool_size, "train_rows": len(train), "test_rows": len(test)}
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def load_neighbors(bank_dir: Path | None, split: str) -> np.ndarray | None:
+    return None if bank_dir is None else np.load(bank_dir / f"{split}_neighbors.npy")
+
+
+# ---------------------------------------------------------------------------------------------
+# shards
+# ---------------------------------------------------------------------------------------------
+
+
+def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, spec: StageSpec,
+          model_dir: Path, out: Path) -> dict:
+    from promptintern.models import load_tokenizer
+    from promptintern.shards import write_shard
+
+    task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
+    train = read_examples(dataset_dir / "train.jsonl")
+    template_stats = json.loads((template_dir / "stats.json").read_text()) if template_dir else {}
+    return write_shard(
+        out / "shard.parquet", train, train, load_neighbors(bank_dir, "train"), spec,
+        read_template_text(template_dir), task.format, load_tokenizer(model_dir),
+        extra_metadata={"template_rate_achieved": template_stats.get("rate_achieved", 0.0 if spec.tau == 0 else 1.0),
+                        "tokenizer": model_dir.name},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# train, merge
+# ---------------------------------------------------------------------------------------------
+
+
+def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora: LoraSettings,
+          cfg: TrainSettings, stage: int, out: Path, on_step=None) -> dict:
+    from dataclasses import asdict
+
+    from promptintern.train import train_stage
+
+    report = train_stage(model_dir, shard_dir / "shard.parquet", out, lora, cfg, stage,
+                         init_adapter=(init_adapter_dir / "adapter") if init_adapter_dir else None,
+                         on_step=on_step)
+    return {**asdict(report), "tokens_per_second": report.tokens_per_second}
+
+
+def merge(model_dir: Path, adapter_dir: Path, out: Path) -> dict:
+    from promptintern.merge import merge_adapter
+
+    check = merge_adapter(model_dir, adapter_dir / "adapter", out)
+    (out / "merge_check.json").write_text(json.dumps(check, indent=2))
+    return check
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmark
+# ---------------------------------------------------------------------------------------------
+
+
+def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None,
+              k: int, cfg: EvalSettings, label: str, out: Path) -> dict:
+    """Generate for every test row with the given prompt form and score it.
+
+    Writes ``predictions.jsonl`` (prompt tokens, raw completion, extracted answer, reference)
+    and ``metrics.json`` (scores, input tokens per query, seconds per instance, provenance).
+    """
+    from promptintern.evaluate import postprocess, score
+    from promptintern.generate import generate
+
+    info = json.loads((dataset_dir / "info.json").read_text())
+    task = get_task(info["task"])
+    train = read_examples(dataset_dir / "train.jsonl")
+    test = read_examples(dataset_dir / "test.jsonl")
+    neighbors = load_neighbors(bank_dir, "test") if k else None
+    if k and (neighbors is None or neighbors.shape[1] < k):
+        raise ValueError(f"benchmark {label!r} needs {k} shots but the bank holds fewer")
+    template_text = read_template_text(template_dir)
+    prompts = [
+        render_prompt(task.format, row.query, template_text,
+                      [(train[j].query, train[j].target) for j in neighbors[i, :k][::-1]] if k else [])
+        for i, row in enumerate(test)
+    ]
+    gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,
+                    batch_size=cfg.batch_size, stop=task.stop)
+    answers = [postprocess(task.name, t) for t in gens.texts]
+    scores = score(task.name, answers, [r.target for r in test])
+    with (out / "predictions.jsonl").open("w", encoding="utf-8") as fh:
+        for row, raw, ans, n_in in zip(test, gens.texts, answers, gens.input_tokens):
+            fh.write(json.dumps({"id": row.id, "input_tokens": n_in, "completion": raw,
+                                 "prediction": ans, "reference": row.target}) + "\n")
+    metrics = {
+        "label": label,
+        **scores,
+        "k": k,
+        "template_chars": len(template_text),
+        "input_tokens_per_query": float(np.mean(gens.input_tokens)),
+        "output_tokens_per_query": float(np.mean(gens.output_tokens)),
+        "seconds_per_instance": gens.seconds_per_instance,
+        "generation_seconds": gens.seconds,
+        "batch_size": gens.batch_size,
+        "max_new_tokens": cfg.max_new_tokens,
+        "model": model_dir.name,
+        "dataset": info,
+        "decoding": "greedy",
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

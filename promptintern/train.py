@@ -1,0 +1,266 @@
+"""Progressive LoRA fine-tuning: one stage of training on one shard, the adapter carried on.
+
+``train_stage`` trains a LoRA adapter on a stage shard (see ``promptintern.shards``), starting
+from the previous stage's adapter when given one, so a single adapter absorbs the template and
+examples stage by stage. The loss is taken on target tokens only: every prompt token has label
+-100 (``encode_row``), so the model learns to answer, not to recite the template.
+
+Work happens in ``work_dir``; every ``checkpoint_every`` optimizer steps the adapter, optimizer,
+LR scheduler, RNG states and the data position are saved to ``work_dir/checkpoint`` and a rerun
+resumes from there. Per-step losses go to ``work_dir/log.jsonl``.
+
+Batches are length-grouped (rows of similar length share a batch, batch order shuffled), which
+cuts padding several-fold on rows whose prompts range from 40 to 1,000 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from promptintern.config import LoraSettings, TrainSettings
+from promptintern.models import load_model, load_tokenizer, set_torch_threads
+from promptintern.shards import read_shard
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+CHECKPOINT = "checkpoint"
+
+
+def encode_row(tokenizer, prompt: str, target: str, max_seq_len: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels for one row: labels are -100 on the prompt, the ids on target + EOS.
+
+    Prompt and target are tokenized separately, exactly as at inference (where the model sees the
+    prompt's tokens and generates the target's). Over-long rows lose prompt tokens from the left:
+    the query and answer cue, at the end of the prompt, always survive.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    budget = max_seq_len - len(target_ids)
+    if budget < 1:
+        raise ValueError(
+            f"a target of {len(target_ids)} tokens leaves no room for its prompt under "
+            f"train.max_seq_len={max_seq_len}; raise train.max_seq_len"
+        )
+    prompt_ids = prompt_ids[-budget:]
+    return prompt_ids + target_ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids
+
+
+def collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; padded positions get attention 0 and label -100."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(lab)] = torch.tensor(lab)
+        attention[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, epochs: float, seed: int) -> list[list[int]]:
+    """Row indices per micro-batch, for all epochs: length-grouped within shuffled chunks.
+
+    Deterministic in ``seed``; a fractional epoch count takes the first part of the last epoch.
+    """
+    rng = random.Random(seed)
+    n = len(lengths)
+    batches: list[list[int]] = []
+    for epoch in range(math.ceil(epochs)):
+        order = list(range(n))
+        rng.shuffle(order)
+        chunk = batch_size * 16
+        epoch_batches = []
+        for start in range(0, n, chunk):
+            part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+            epoch_batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+        rng.shuffle(epoch_batches)
+        if epoch + 1 > epochs:  # the fractional tail
+            epoch_batches = epoch_batches[: max(1, round((epochs - epoch) * len(epoch_batches)))]
+        batches += epoch_batches
+    return batches
+
+
+@dataclass
+class StageReport:
+    stage: int
+    rows: int
+    optimizer_steps: int
+    micro_batches: int
+    first_loss: float
+    final_loss: float
+    mean_loss: float
+    tokens: int
+    target_tokens: int
+    padded_tokens: int
+    seconds: float
+    resumed_from_step: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def _lora_model(model_dir: Path, lora: LoraSettings, init_adapter: Path | None, seed: int):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = load_model(model_dir)
+    if init_adapter is not None:
+        return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base, config)
+
+
+def _save_checkpoint(model, optimizer, scheduler, step: int, work_dir: Path) -> None:
+    tmp = work_dir / (CHECKPOINT + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "adapter")
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(),
+            "step": step,
+        },
+        tmp / "state.pt",
+    )
+    final = work_dir / CHECKPOINT
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def _load_checkpoint(model, optimizer, scheduler, work_dir: Path) -> int:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    ckpt = work_dir / CHECKPOINT
+    if not (ckpt / "state.pt").is_file():
+        return 0
+    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter" / "adapter_model.safetensors")))
+    state = torch.load(ckpt / "state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    np.random.set_state(state["numpy_rng"])
+    log.info("resuming from checkpoint at optimizer step %d", state["step"])
+    return int(state["step"])
+
+
+def train_stage(
+    model_dir: str | Path,
+    shard_path: str | Path,
+    work_dir: str | Path,
+    lora: LoraSettings,
+    cfg: TrainSettings,
+    stage: int,
+    init_adapter: str | Path | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> StageReport:
+    """Train one stage; the adapter lands in ``work_dir/adapter``, the loss log in ``log.jsonl``."""
+    from transformers import get_linear_schedule_with_warmup
+    from tqdm.auto import tqdm
+
+    set_torch_threads()
+    model_dir, work_dir = Path(model_dir), Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    seed = cfg.seed + 1000 * stage
+    tokenizer = load_tokenizer(model_dir)
+    table = read_shard(Path(shard_path))
+    encoded = [
+        encode_row(tokenizer, p, t, cfg.max_seq_len)
+        for p, t in zip(table.column("prompt").to_pylist(), table.column("target").to_pylist())
+    ]
+    if not encoded:
+        raise ValueError(f"{shard_path}: the shard has no rows")
+    batches = plan_batches([len(ids) for ids, _ in encoded], cfg.batch_size, cfg.epochs_per_stage, seed)
+    total_steps = math.ceil(len(batches) / cfg.grad_accum)
+
+    model = _lora_model(model_dir, lora, Path(init_adapter) if init_adapter else None, seed)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps
+    )
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    start_step = _load_checkpoint(model, optimizer, scheduler, work_dir)
+
+    log_path = work_dir / "log.jsonl"
+    if start_step == 0:
+        log_path.write_text("")
+    else:  # drop log lines written after the checkpoint we resume from
+        kept = [l for l in log_path.read_text().splitlines() if json.loads(l)["step"] <= start_step]
+        log_path.write_text("".join(l + "\n" for l in kept))
+    losses: list[float] = [json.loads(l)["loss"] for l in log_path.read_text().splitlines()]
+    tokens = target_tokens = padded = 0
+    started = time.time()
+    bar = tqdm(total=total_steps, initial=start_step, desc=f"stage {stage}", unit="step", leave=False)
+    for step in range(start_step, total_steps):
+        micro = batches[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
+        step_loss = 0.0
+        for batch_rows in micro:
+            batch = collate([encoded[i] for i in batch_rows], tokenizer.pad_token_id)
+            out = model(**batch)
+            (out.loss / len(micro)).backward()
+            step_loss += out.loss.item() / len(micro)
+            tokens += int(batch["attention_mask"].sum())
+            target_tokens += int((batch["labels"] != IGNORE_INDEX).sum())
+            padded += batch["input_ids"].numel()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(step_loss)
+        with log_path.open("a") as fh:
+            fh.write(json.dumps({"step": step + 1, "loss": step_loss, "lr": scheduler.get_last_lr()[0]}) + "\n")
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+        if on_step is not None:
+            on_step(step + 1, total_steps, step_loss)
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total_steps:
+            _save_checkpoint(model, optimizer, scheduler, step + 1, work_dir)
+    bar.close()
+    model.save_pretrained(work_dir / "adapter")
+    shutil.rmtree(work_dir / CHECKPOINT, ignore_errors=True)
+    report = StageReport(
+        stage=stage,
+        rows=len(encoded),
+        optimizer_steps=total_steps,
+        micro_batches=len(batches),
+        first_loss=losses[0],
+        final_loss=losses[-1],
+        mean_loss=float(np.mean(losses)),
+        tokens=tokens,
+        target_tokens=target_tokens,
+        padded_tokens=padded,
+        seconds=round(time.time() - started, 3),
+        resumed_from_step=start_step,
+    )
+    (work_dir / "stats.json").write_text(
+        json.dumps({**asdict(report), "tokens_per_second": report.tokens_per_second}, indent=2)
+    )
+    return report

@@ -1,0 +1,53 @@
+"""How every pipeline task caches: content-addressed folders that hold their own cache record.
+
+A task's key hashes its parameters (upstream folders are named by their own keys, so the chain is
+content-addressed), the source of the library modules it runs, and the tracked package versions.
+The output folder is ``<root>/<kind>/<key>/`` and Prefect's cache record is written *inside* it
+(``<kind>/<key>/.prefect-result`` under result storage = the artifact root): deleting a folder
+deletes its record, so only that task recomputes. A folder that exists but fails its manifest
+check (truncated, edited, half-written) is removed before Prefect looks, so the record inside can
+never vouch for a broken artifact.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from promptintern.artifacts import ArtifactStore, code_version, is_complete, package_versions, stable_hash
+
+RECORD = ".prefect-result"
+# Where the store lives does not change what it holds; data_dir always travels with a content
+# digest of the files (data_digest), which is what the key needs.
+NOT_IN_KEY = ("root", "data_dir")
+
+
+def artifact_key(kind: str, modules: tuple[str, ...], parameters: dict[str, Any]) -> str:
+    inputs = {k: v for k, v in parameters.items() if k not in NOT_IN_KEY}
+    return stable_hash({"kind": kind, "inputs": inputs, "code": code_version(*modules),
+                        "versions": package_versions()})
+
+
+def folder_cache_key(kind: str, modules: tuple[str, ...]) -> Callable[[Any, dict[str, Any]], str]:
+    """A ``cache_key_fn`` that evicts a broken folder and points Prefect's record into it."""
+
+    def cache_key(_context, parameters: dict[str, Any]) -> str:
+        key = artifact_key(kind, modules, parameters)
+        folder = Path(parameters["root"]) / kind / key
+        if folder.exists() and not is_complete(folder):
+            shutil.rmtree(folder)
+        return f"{kind}/{key}/{RECORD}"
+
+    return cache_key
+
+
+def materialize(kind: str, modules: tuple[str, ...], parameters: dict[str, Any],
+                build: Callable[[Path], Any]) -> str:
+    """Return ``kind/key`` relative to the root, building it with ``build(work_dir)`` if needed."""
+    store = ArtifactStore(parameters["root"])
+    key = artifact_key(kind, modules, parameters)
+    if store.complete(kind, key) is None:
+        with store.build(kind, key, {k: v for k, v in parameters.items() if k not in NOT_IN_KEY}) as work:
+            build(work)
+    return f"{kind}/{key}"

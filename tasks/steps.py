@@ -1,0 +1,141 @@
+"""The DAG's boxes as cached Prefect tasks. Each: key -> folder -> one library call -> path.
+
+Every task takes ``root`` (the artifact root) plus small typed values and upstream folder paths
+(relative to ``root``), and returns its own folder's path relative to ``root``. See
+``tasks.caching`` for the cache policy; results live beside the artifacts they describe.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from promptintern import pipeline
+from promptintern.config import CompressionConfig, EvalSettings, LoraSettings, RetrievalConfig, TrainSettings
+from promptintern.models import prepare_model
+from promptintern.schedule import StageSpec
+from tasks.caching import folder_cache_key, materialize
+
+# Library modules each box runs: their source is part of the box's cache key.
+_BASE = ("promptintern.pipeline", "promptintern.artifacts", "tasks.caching")
+CODE = {
+    "models": ("promptintern.models",) + _BASE,
+    "datasets": ("promptintern.datasets.base", "promptintern.datasets.nl2bash",
+                 "promptintern.datasets.mbpp", "promptintern.prompts") + _BASE,
+    "templates": ("promptintern.compress", "promptintern.prompts") + _BASE,
+    "banks": ("promptintern.retrieve",) + _BASE,
+    "shards": ("promptintern.shards", "promptintern.prompts", "promptintern.schedule") + _BASE,
+    "adapters": ("promptintern.train", "promptintern.config") + _BASE,
+    "merged": ("promptintern.merge",) + _BASE,
+    "evals": ("promptintern.generate", "promptintern.evaluate", "promptintern.evaluate.common",
+              "promptintern.evaluate.nl2bash", "promptintern.evaluate.mbpp",
+              "promptintern.prompts") + _BASE,
+}
+
+
+def _cached(kind: str, **options):
+    """@task with the folder cache for ``kind``; persist_result follows from the cache key fn."""
+    return task(cache_key_fn=folder_cache_key(kind, CODE[kind]), persist_result=True,
+                name=options.pop("name", kind), **options)
+
+
+def _path(root: str, rel: str | None) -> Path | None:
+    return None if rel is None else Path(root) / rel
+
+
+def _log_json(title: str, folder: Path, name: str = "stats.json") -> None:
+    path = folder / name
+    if path.is_file():
+        get_run_logger().info("%s: %s", title, json.dumps(json.loads(path.read_text()), sort_keys=True))
+
+
+@_cached("models", name="prepare-model")
+def prepare_model_task(root: str, spec: str, fingerprint: str) -> str:
+    """Resolve a model spec to a plain HF folder (converting SmolLM2's GGUF once)."""
+    params = dict(locals())
+    return materialize("models", CODE["models"], params, lambda out: prepare_model(spec, out))
+
+
+@_cached("datasets", name="load-dataset")
+def load_dataset_task(root: str, dataset: str, data_dir: str, data_digest: str, train_subset: int | None,
+                      test_split: str, test_subset: int | None, seed: int) -> str:
+    """Freeze the train/test rows of this run (subsets included) and the task template."""
+    params = dict(locals())
+    rel = materialize("datasets", CODE["datasets"], params, lambda out: pipeline.prepare_dataset(
+        dataset, data_dir, train_subset, test_split, test_subset, seed, out))
+    _log_json("dataset", Path(root) / rel, "info.json")
+    return rel
+
+
+@_cached("templates", name="compress-template")
+def compress_template_task(root: str, dataset_dir: str, tau: float, compression: CompressionConfig,
+                           compressor_dir: str) -> str:
+    """The template at rate tau (llmlingua on a local model; tau = 1 keeps it verbatim)."""
+    params = dict(locals())
+    rel = materialize("templates", CODE["templates"], params, lambda out: pipeline.compress(
+        _path(root, dataset_dir), tau, compression, _path(root, compressor_dir), out))
+    _log_json(f"template tau={tau}", Path(root) / rel)
+    return rel
+
+
+@_cached("banks", name="build-retrieval-bank")
+def build_bank_task(root: str, dataset_dir: str, k: int, retrieval: RetrievalConfig, seed: int) -> str:
+    """Top-k most similar training rows for every training and test row."""
+    params = dict(locals())
+    rel = materialize("banks", CODE["banks"], params, lambda out: pipeline.bank(
+        _path(root, dataset_dir), k, retrieval, seed, out))
+    _log_json("bank", Path(root) / rel)
+    return rel
+
+
+@_cached("shards", name="materialize-shard")
+def shard_task(root: str, dataset_dir: str, template_dir: str | None, bank_dir: str | None,
+               spec: StageSpec, model_dir: str) -> str:
+    """One stage's Parquet shard: rendered prompts, targets, token counts."""
+    params = dict(locals())
+    return materialize("shards", CODE["shards"], params, lambda out: pipeline.shard(
+        _path(root, dataset_dir), _path(root, template_dir), _path(root, bank_dir), spec,
+        _path(root, model_dir), out))
+
+
+@_cached("adapters", name="train-stage")
+def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir: str | None,
+                     lora: LoraSettings, train: TrainSettings, stage: int) -> str:
+    """LoRA fine-tuning on one stage's shard, starting from the previous stage's adapter."""
+    params = dict(locals())
+    logger = get_run_logger()
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        if step == 1 or step == total or step % max(1, total // 10) == 0:
+            logger.info("stage %d step %d/%d loss %.4f", stage, step, total, loss)
+
+    rel = materialize("adapters", CODE["adapters"], params, lambda out: pipeline.train(
+        _path(root, model_dir), _path(root, shard_dir), _path(root, init_adapter_dir), lora, train,
+        stage, out, on_step=on_step))
+    _log_json(f"stage {stage}", Path(root) / rel)
+    return rel
+
+
+@_cached("merged", name="merge-adapter")
+def merge_task(root: str, model_dir: str, adapter_dir: str) -> str:
+    """Fold the adapter into the base weights; verified on a probe batch."""
+    params = dict(locals())
+    rel = materialize("merged", CODE["merged"], params, lambda out: pipeline.merge(
+        _path(root, model_dir), _path(root, adapter_dir), out))
+    _log_json("merge check", Path(root) / rel, "merge_check.json")
+    return rel
+
+
+@_cached("evals", name="benchmark")
+def benchmark_task(root: str, model_dir: str, dataset_dir: str, template_dir: str | None,
+                   bank_dir: str | None, k: int, eval: EvalSettings, label: str) -> str:
+    """Generate and score the test rows with one prompt form; time it and count tokens."""
+    params = dict(locals())
+    rel = materialize("evals", CODE["evals"], params, lambda out: pipeline.benchmark(
+        _path(root, model_dir), _path(root, dataset_dir), _path(root, template_dir),
+        _path(root, bank_dir), k, eval, label, out))
+    _log_json(label, Path(root) / rel, "metrics.json")
+    return rel

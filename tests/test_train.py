@@ -1,0 +1,107 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from promptintern.config import LoraSettings, TrainSettings
+from promptintern.datasets.nl2bash import FORMAT
+from promptintern.models import load_tokenizer
+from promptintern.schedule import StageSpec
+from promptintern.shards import write_shard
+from promptintern.datasets import Example
+from promptintern.train import IGNORE_INDEX, collate, encode_row, plan_batches, train_stage
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA = LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=ALL_LINEAR)
+
+
+def test_encode_row_masks_every_prompt_token(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    prompt, target = "Task: list files\nCommand:", " ls -la"
+    ids, labels = encode_row(tok, prompt, target, max_seq_len=512)
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert labels[n_prompt:] == ids[n_prompt:]
+    assert labels[-1] == tok.eos_token_id
+    assert tok.decode(ids[n_prompt:-1]) == target
+
+
+def test_encode_row_truncates_the_prompt_from_the_left(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    prompt = "word " * 300 + "Task: the query\nCommand:"
+    ids, labels = encode_row(tok, prompt, " ls", max_seq_len=64)
+    assert len(ids) == 64
+    assert tok.decode(ids).endswith("Task: the query\nCommand: ls<|endoftext|>")
+    with pytest.raises(ValueError, match="max_seq_len"):
+        encode_row(tok, prompt, " ls" * 100, max_seq_len=16)
+
+
+def test_collate_pads_with_ignored_labels():
+    batch = collate([([1, 2, 3], [-100, 2, 3]), ([4], [4])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 2, 3], [4, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_plan_batches_covers_every_row_once_per_epoch_and_groups_lengths():
+    lengths = [5, 500, 7, 480, 6, 510, 8, 490]
+    batches = plan_batches(lengths, batch_size=2, epochs=2, seed=1)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == sorted(list(range(8)) * 2)
+    assert all(abs(lengths[b[0]] - lengths[b[-1]]) < 100 for b in batches)  # short with short
+    assert plan_batches(lengths, 2, 2, seed=1) == batches  # deterministic
+    assert len(plan_batches(lengths, 2, 1.5, seed=1)) == 6
+
+
+def _shard(tmp_path, tok, rows, k=0):
+    path = tmp_path / "shard.parquet"
+    write_shard(path, rows, rows, None, StageSpec(stage=1, tau=1.0, k=k), "Translate to bash.", FORMAT, tok)
+    return path
+
+
+def test_stage_training_lowers_the_loss_and_carries_the_adapter(tiny_model_dir, tmp_path):
+    tok = load_tokenizer(tiny_model_dir)
+    rows = [Example(id=str(i), query=f"list files {i}", target="ls -la") for i in range(8)]
+    shard = _shard(tmp_path, tok, rows)
+    cfg = TrainSettings(epochs_per_stage=8, batch_size=4, lr=1e-2, checkpoint_every=100)
+    first = train_stage(tiny_model_dir, shard, tmp_path / "s1", LORA, cfg, stage=1)
+    assert first.optimizer_steps == 16
+    assert first.final_loss < first.first_loss - 1.0
+    assert first.target_tokens < first.tokens  # the prompt tokens were not targets
+    second = train_stage(tiny_model_dir, shard, tmp_path / "s2", LORA, cfg, stage=2,
+                         init_adapter=tmp_path / "s1" / "adapter")
+    # stage 2 starts where stage 1 ended: its first loss is close to stage 1's last, not its first
+    assert second.first_loss < first.first_loss - 1.0
+    log = [json.loads(l) for l in (tmp_path / "s1" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == list(range(1, 17))
+    assert not (tmp_path / "s1" / "checkpoint").exists()
+
+
+def test_training_resumes_from_a_checkpoint_to_the_same_adapter(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    tok = load_tokenizer(tiny_model_dir)
+    rows = [Example(id=str(i), query=f"show file {i}", target=f"cat f{i}.txt") for i in range(8)]
+    shard = _shard(tmp_path, tok, rows)
+    cfg = TrainSettings(epochs_per_stage=2, batch_size=2, lr=1e-3, checkpoint_every=3)
+    lora = LoraSettings(r=4, alpha=8, dropout=0.1)  # dropout: the RNG state must be restored too
+    train_stage(tiny_model_dir, shard, tmp_path / "full", lora, cfg, stage=1)
+
+    calls = []
+
+    def crash_after_five(step, total, loss):
+        calls.append(step)
+        if step == 5:
+            raise KeyboardInterrupt("simulated crash")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(tiny_model_dir, shard, tmp_path / "resumed", lora, cfg, stage=1, on_step=crash_after_five)
+    assert (tmp_path / "resumed" / "checkpoint").is_dir()
+    report = train_stage(tiny_model_dir, shard, tmp_path / "resumed", lora, cfg, stage=1)
+    assert report.resumed_from_step == 3
+    a = load_file(str(tmp_path / "full" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
