@@ -10,7 +10,7 @@ from promptintern.models import load_tokenizer
 from promptintern.schedule import StageSpec
 from promptintern.shards import write_shard
 from promptintern.datasets import Example
-from promptintern.train import IGNORE_INDEX, collate, encode_row, plan_batches, train_stage
+from promptintern.train import IGNORE_INDEX, collate, encode_row, plan_batches, target_loss, train_stage
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LORA = LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=ALL_LINEAR)
@@ -42,6 +42,17 @@ def test_collate_pads_with_ignored_labels():
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 2, 3], [4, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_target_loss_equals_the_full_lm_loss(tiny_model_dir):
+    from promptintern.models import load_model
+
+    tok = load_tokenizer(tiny_model_dir)
+    rows = [encode_row(tok, f"Task: query number {i}\nCommand:", f" ls -{'l' * (i + 1)}", 128) for i in range(3)]
+    batch = collate(rows, tok.pad_token_id)
+    model = load_model(tiny_model_dir)
+    with torch.no_grad():
+        assert torch.allclose(target_loss(model, batch), model(**batch).loss, atol=1e-5)
 
 
 def test_plan_batches_covers_every_row_once_per_epoch_and_groups_lengths():

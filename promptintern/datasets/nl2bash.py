@@ -5,8 +5,8 @@ Files read from ``<data_dir>/nl2bash/split/{train,dev,test}.jsonl``, one object 
 split of the official filter + split scripts (see ../shared/data/MANIFEST.txt).
 
 The paper gives no NL2Bash template, so this one is ours: an instruction block plus a short
-reference of the utilities the dataset uses most, long enough (~600 tokens) that compressing it
-is meaningful. Metric: corpus BLEU (see ``promptintern.evaluate``).
+reference of the utilities the dataset uses most, long enough (~550 SmolLM2 tokens) that
+compressing it is meaningful. Metric: corpus BLEU (see ``promptintern.evaluate``).
 """
 
 from __future__ import annotations
@@ -17,37 +17,28 @@ from promptintern.datasets.base import Example, Task, read_jsonl
 from promptintern.prompts import PromptFormat, Template, TemplateSection
 
 INSTRUCTION = """\
-You are an expert Linux system administrator who translates requests written in plain English \
-into bash. Read the request after "Task:" and answer after "Command:" with exactly one line of \
-bash that does what the request asks, and nothing else: no explanation, no comments, no prompt \
-sign, no surrounding quotes or code fences. Prefer the standard GNU coreutils, findutils and \
-grep/sed/awk over scripting languages. When the request names a file, directory, pattern, user \
-or size, use exactly that value; when it does not, use a sensible placeholder such as "." for \
-the current directory. Chain commands with pipes, command substitution or xargs rather than \
-temporary files, and quote patterns so that the shell does not expand them."""
+You are an expert Linux administrator who translates requests written in plain English into \
+bash. Read the request after "Task:" and answer after "Command:" with exactly one line of bash \
+that does what it asks, and nothing else: no explanation, no prompt sign, no quotes or code \
+fences around it. Prefer standard GNU tools over scripting languages. Use the file names, \
+patterns, users and sizes the request gives; otherwise use "." for the current directory. \
+Chain commands with pipes, $(...) or xargs rather than temporary files, and quote patterns so \
+that the shell does not expand them."""
 
 DOCUMENT = """\
 Reference of the utilities used most often:
-- find PATH [tests] [actions]: walk a directory tree. Tests: -name PATTERN, -iname PATTERN, \
--type f|d|l, -size +N[kMG], -mtime -N (modified less than N days ago), -mmin N, -user NAME, \
--perm MODE, -maxdepth N, -mindepth N, -empty, -newer FILE. Actions: -print, -print0, -delete, \
--exec CMD {} \\; (once per file), -exec CMD {} + (batched), -ls.
-- xargs [-0] [-n N] [-I {}] CMD: build command lines from standard input; use -0 with find -print0.
-- grep [-r] [-i] [-l] [-v] [-c] [-n] [-o] [-E] PATTERN [FILE...]: search lines; -r recursive, \
--l names of matching files, -v invert, -c count, -o only the match, -E extended regex.
-- sed -i 's/OLD/NEW/g' FILE: edit in place; sed -n 'Np' prints line N; sed '/RE/d' deletes lines.
-- awk '{print $N}' FILE: print field N; -F SEP sets the separator; awk 'NR==N' selects line N.
-- sort [-n] [-r] [-u] [-k N] [-t SEP]; uniq [-c] [-d]; head -n N; tail -n N; wc -l|-w|-c; \
-cut -d SEP -f N; tr 'a-z' 'A-Z'; tee FILE; nl; rev; column -t.
-- ls [-l] [-a] [-h] [-t] [-S] [-r]; du [-s] [-h] [--max-depth=N]; df -h; stat FILE; file FILE.
-- cp [-r] [-p] SRC DST; mv SRC DST; rm [-r] [-f]; mkdir -p DIR; ln -s TARGET LINK; touch FILE.
-- chmod [-R] MODE FILE; chown [-R] USER[:GROUP] FILE; chgrp GROUP FILE.
-- tar -czf OUT.tar.gz DIR (create), tar -xzf IN.tar.gz (extract), tar -tf (list); gzip, gunzip, \
-zip -r OUT.zip DIR, unzip FILE.
-- ps aux; pgrep NAME; kill [-9] PID; pkill NAME; top -b -n 1; uptime; whoami; hostname; date; \
-ssh USER@HOST CMD; scp SRC USER@HOST:DST; rsync -avz SRC DST; curl -O URL; wget URL.
-- Shell: $(CMD) substitutes output, | pipes, > redirects, >> appends, 2>&1 merges stderr, \
-&& runs on success, ; sequences, "$VAR" expands a variable, ~ is the home directory."""
+- find PATH [tests] [actions]: walk a directory tree. Tests: -name PAT, -iname PAT, -type f|d, \
+-size +N[kMG], -mtime -N (modified under N days ago), -user NAME, -perm MODE, -maxdepth N, -empty. \
+Actions: -print0, -delete, -exec CMD {} \\; (once per file), -exec CMD {} + (batched).
+- xargs [-0] [-n N] [-I {}] CMD: build command lines from standard input.
+- grep [-r] [-i] [-l] [-v] [-c] [-o] [-E] PATTERN [FILE...]: search lines; -l lists matching \
+files, -v inverts, -c counts.
+- sed -i 's/OLD/NEW/g' FILE edits in place; awk '{print $N}' prints field N, -F sets the separator.
+- sort [-n] [-r] [-u] [-k N]; uniq [-c]; head -n N; tail -n N; wc -l; cut -d SEP -f N; tr; tee.
+- ls [-l] [-a] [-h] [-t] [-S]; du [-s] [-h]; df -h; cp [-r]; mv; rm [-rf]; mkdir -p; ln -s.
+- chmod [-R] MODE FILE; chown [-R] USER[:GROUP] FILE; tar -czf OUT.tar.gz DIR; tar -xzf IN.tar.gz.
+- ps aux; kill [-9] PID; ssh USER@HOST CMD; rsync -avz SRC DST.
+- Shell: | pipes, > redirects, >> appends, 2>&1 merges stderr, && runs on success."""
 
 TEMPLATE = Template(
     sections=(

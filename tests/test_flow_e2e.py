@@ -1,0 +1,105 @@
+"""The whole DAG on the tiny model under Prefect's test harness, and its cache behaviour."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from promptintern.config import preset
+
+
+def _task_states(flow_run_id) -> dict[str, list[str]]:
+    """Task name -> state names of one flow run (states reach the API a moment after the flow)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        for _ in range(100):
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if runs and all(r.state and r.state.is_final() for r in runs):
+                break
+            time.sleep(0.1)
+    out: dict[str, list[str]] = {}
+    for run in runs:
+        out.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+    return out
+
+
+def _run(cfg, root):
+    from flows.promptintern import promptintern
+
+    state = promptintern(config=cfg, artifact_root=str(root), return_state=True)
+    return state.result(), _task_states(state.state_details.flow_run_id)
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, tiny_data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("artifacts")
+    cfg = preset("tiny", {"data_dir": str(tiny_data_dir)})
+    result, states = _run(cfg, root)
+    return cfg, root, result, states
+
+
+def test_flow_runs_every_box_and_reports(first_run):
+    cfg, root, result, states = first_run
+    assert set(states) == {"prepare-model", "load-dataset", "compress-template", "build-retrieval-bank",
+                           "materialize-shard", "train-stage", "merge-adapter", "benchmark", "report"}
+    assert len(states["train-stage"]) == cfg.schedule.num_stages == len(states["materialize-shard"])
+    assert all(s == "Completed" for names in states.values() for s in names)
+    labels = [r["method"] for r in result["rows"]]
+    assert labels == ["promptintern", "base-full-prompt"]
+    metrics = {m["label"]: m for m in result["metrics"]}
+    # query-only inference really is query-only; the full prompt carries the template and shots
+    assert metrics["promptintern"]["k"] == 0 and metrics["promptintern"]["template_chars"] == 0
+    assert metrics["base-full-prompt"]["input_tokens_per_query"] > 10 * metrics["promptintern"]["input_tokens_per_query"]
+    run_dir = Path(result["run_dir"])
+    for name in ("results.md", "results.csv", "results.json", "config.json"):
+        assert (run_dir / name).is_file()
+    assert "tok:13a" in (run_dir / "results.md").read_text()  # the BLEU signature travels with it
+    # every artifact folder is complete and carries its manifest and Prefect record
+    for kind in ("models", "datasets", "templates", "banks", "shards", "adapters", "merged", "evals"):
+        folders = [p for p in (root / kind).iterdir() if not p.name.startswith(".")]
+        assert folders, kind
+        for folder in folders:
+            assert (folder / "manifest.json").is_file() and (folder / ".prefect-result").is_file()
+    merge = json.loads(next((root / "merged").glob("*/merge_check.json")).read_text())
+    assert merge["max_abs_logit_diff"] <= 1e-4
+
+
+def test_second_identical_run_hits_the_cache_for_every_task(first_run):
+    cfg, root, first, _ = first_run
+    result, states = _run(cfg, root)
+    cached = {name: s for name, s in states.items() if name != "report"}
+    assert all(s == "Cached" for names in cached.values() for s in names), states
+    assert [r["metric"] for r in result["rows"]] == [r["metric"] for r in first["rows"]]
+
+
+def test_a_late_parameter_recomputes_only_downstream(first_run):
+    cfg, root, _, _ = first_run
+    changed = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_new_tokens": 4})})
+    _, states = _run(changed, root)
+    recomputed = {name for name, s in states.items() if "Completed" in s}
+    assert recomputed == {"benchmark", "report"}
+
+
+def test_a_deleted_folder_recomputes_only_its_task(first_run):
+    cfg, root, _, _ = first_run
+    merged = next(p for p in (root / "merged").iterdir() if not p.name.startswith("."))
+    shutil.rmtree(merged)
+    _, states = _run(cfg, root)
+    assert states["merge-adapter"] == ["Completed"]
+    assert merged.is_dir()
+    assert all(s == "Cached" for name, names in states.items() if name not in ("merge-adapter", "report") for s in names)
+
+
+def test_a_truncated_artifact_is_recomputed_not_trusted(first_run):
+    cfg, root, _, _ = first_run
+    shard = next((root / "shards").glob("*/shard.parquet"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    _, states = _run(cfg, root)
+    assert "Completed" in states["materialize-shard"]
+    assert shard.stat().st_size > 100
