@@ -51,16 +51,23 @@ def resolve_config(preset: str, overrides: dict[str, Any] | None, config: RunCon
     return load_preset(preset, overrides)
 
 
+def prompt_form(tau: float, k: int) -> str:
+    """How a prompt form reads in a table: 'query only', 'template x0.3 + 2-shot', ..."""
+    if tau == 0.0 and k == 0:
+        return "query only"
+    template = "full template" if tau == 1.0 else ("no template" if tau == 0.0 else f"template x{tau:g}")
+    return f"{template} + {k}-shot" if k else template
+
+
 @task(name="report")
 def report_task(root: str, cfg: RunConfig, eval_dirs: dict[str, str], stage_dirs: list[str],
                 template_dirs: dict[float, str | None]) -> dict:
     """Collect the benchmark folders into one table (Markdown + CSV + JSON) under runs/."""
+    template_rate = {"promptintern": cfg.schedule.inference_stage().tau, "base-full-prompt": 1.0}
     metrics = []
     for label, rel in eval_dirs.items():
         m = json.loads((Path(root) / rel / "metrics.json").read_text())
-        m["prompt_form"] = {"promptintern": "query only" if m["k"] == 0 and not m["template_chars"]
-                            else f"template x{cfg.schedule.tau_floor} + {m['k']}-shot",
-                            "base-full-prompt": f"full template + {m['k']}-shot"}.get(label, label)
+        m["prompt_form"] = prompt_form(template_rate[label], m["k"])
         metrics.append(m)
     rows = rows_from_metrics(metrics, full_prompt_label="base-full-prompt" if "base-full-prompt" in eval_dirs else None)
     stages = [json.loads((Path(root) / rel / "stats.json").read_text()) for rel in stage_dirs]
@@ -140,7 +147,7 @@ def promptintern(preset: str = "cpu-demo", overrides: dict[str, Any] | None = No
         cfg.eval, "promptintern")}
     if cfg.eval.baseline_full_prompt:
         evals["base-full-prompt"] = benchmark_task.with_options(**opts)(
-            root, model, dataset, templates[1.0], bank, min(cfg.schedule.k0, k_max), cfg.eval, "base-full-prompt")
+            root, model, dataset, templates[1.0], bank, cfg.schedule.k0, cfg.eval, "base-full-prompt")
     return report_task(root, cfg, evals, stage_dirs, {t: r for t, r in templates.items() if r})
 
 

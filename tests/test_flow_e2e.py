@@ -103,3 +103,30 @@ def test_a_truncated_artifact_is_recomputed_not_trusted(first_run):
     _, states = _run(cfg, root)
     assert "Completed" in states["materialize-shard"]
     assert shard.stat().st_size > 100
+
+
+def test_mbpp_runs_through_the_same_dag(prefect_harness, tmp_path):
+    """MBPP layout written for the test: task ids in the train (601+) and test (11-510) ranges."""
+    rows = []
+    for i, task_id in enumerate([11, 12, 13, 601, 602, 603, 604, 605, 606]):
+        rows.append({"task_id": task_id, "text": f"Write a function to add {i} to a number.",
+                     "code": f"def add_{i}(x):\r\n    return x + {i}",
+                     "test_list": [f"assert add_{i}(1) == {1 + i}"], "test_setup_code": "",
+                     "challenge_test_list": []})
+    (tmp_path / "data" / "mbpp").mkdir(parents=True)
+    (tmp_path / "data" / "mbpp" / "mbpp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = preset("tiny", {"dataset": "mbpp", "data_dir": str(tmp_path / "data"), "train_subset": None,
+                          "eval": {"test_subset": None, "max_new_tokens": 6}})
+    result, states = _run(cfg, tmp_path / "artifacts")
+    assert all(s == "Completed" for names in states.values() for s in names)
+    metrics = {m["label"]: m for m in result["metrics"]}
+    assert metrics["promptintern"]["metric"] == "exact_match" and metrics["promptintern"]["n"] == 3
+    assert metrics["base-full-prompt"]["input_tokens_per_query"] > metrics["promptintern"]["input_tokens_per_query"]
+
+
+def test_a_local_model_folder_works_as_model(prefect_harness, tiny_model_dir, tiny_data_dir, tmp_path):
+    cfg = preset("tiny", {"model": str(tiny_model_dir), "data_dir": str(tiny_data_dir),
+                          "train_subset": 8, "eval": {"test_subset": 2, "baseline_full_prompt": False}})
+    result, states = _run(cfg, tmp_path)
+    assert [r["method"] for r in result["rows"]] == ["promptintern"]
+    assert states["prepare-model"] == ["Completed"]
