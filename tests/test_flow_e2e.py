@@ -13,16 +13,23 @@ from promptintern.config import preset
 
 
 def _task_states(flow_run_id) -> dict[str, list[str]]:
-    """Task name -> state names of one flow run (states reach the API a moment after the flow)."""
+    """Task name -> state names of one flow run.
+
+    Task-run states reach the API a moment after the flow returns, in no fixed order: wait until
+    the last task (report) is there, every run is final, and the count holds still.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    seen = -1
     with get_client(sync_client=True) as client:
-        for _ in range(100):
+        for _ in range(200):
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            if runs and all(r.state and r.state.is_final() for r in runs):
+            settled = any(r.name.startswith("report") for r in runs) and all(r.state and r.state.is_final() for r in runs)
+            if settled and len(runs) == seen:
                 break
-            time.sleep(0.1)
+            seen = len(runs) if settled else -1
+            time.sleep(0.2)
     out: dict[str, list[str]] = {}
     for run in runs:
         out.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
