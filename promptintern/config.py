@@ -76,12 +76,17 @@ class EvalSettings(_Strict):
     max_new_tokens: int = Field(64, ge=1)
     baseline_full_prompt: bool = Field(
         True, description="also run the base model with the full template + k0-shot prompt")
+    sandbox: Literal["auto", "bwrap", "namespaces", "rlimits"] = Field(
+        "auto", description="isolation for executed code (MBPP); see promptintern.sandbox")
+    sandbox_workers: int = Field(2, ge=1, description="programs run in parallel")
+    sandbox_timeout_s: float = Field(10.0, gt=0, description="wall and CPU seconds per program")
+    price_model: str = Field("gpt-4", description="price-table model for the report's cost column")
 
 
 class RunConfig(_Strict):
     """Everything one run of the ``promptintern`` flow depends on."""
 
-    dataset: Literal["nl2bash", "mbpp"] = "nl2bash"
+    dataset: Literal["nl2bash", "mbpp", "nl2f"] = "nl2bash"
     data_dir: str = Field("data", description="folder filled by `python -m promptintern.data fetch`")
     model: str = Field("smollm2-135m", description="'smollm2-135m', 'tiny', a local folder or a hub id")
     train_subset: int | None = Field(None, ge=1, description="first N shuffled training rows")

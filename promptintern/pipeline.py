@@ -177,7 +177,8 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     Writes ``predictions.jsonl`` (prompt tokens, raw completion, extracted answer, reference)
     and ``metrics.json`` (scores, input tokens per query, seconds per instance, provenance).
     """
-    from promptintern.evaluate import postprocess, score
+    from promptintern.cost import cost_report, count_openai_tokens
+    from promptintern.evaluate import postprocess, score_examples
     from promptintern.generate import generate
 
     info = json.loads((dataset_dir / "info.json").read_text())
@@ -196,19 +197,36 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,
                     batch_size=cfg.batch_size, stop=task.stop)
     answers = [postprocess(task.name, t) for t in gens.texts]
-    scores = score(task.name, answers, [r.target for r in test])
+    scores = score_examples(task.name, answers, test, sandbox={
+        "mode": cfg.sandbox, "workers": cfg.sandbox_workers, "timeout_s": cfg.sandbox_timeout_s})
+    verdicts = scores.pop("per_task", None) or [{} for _ in test]
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as fh:
-        for row, raw, ans, n_in in zip(test, gens.texts, answers, gens.input_tokens):
-            fh.write(json.dumps({"id": row.id, "input_tokens": n_in, "completion": raw,
-                                 "prediction": ans, "reference": row.target}) + "\n")
+        for row, raw, ans, n_in, verdict in zip(test, gens.texts, answers, gens.input_tokens, verdicts):
+            fh.write(json.dumps({"id": row.id, "input_tokens": n_in, "completion": raw, "prediction": ans,
+                                 "reference": row.target, **{f"exec_{k}": v for k, v in verdict.items()
+                                                             if k != "id"}}) + "\n")
+    in_tokens = float(np.mean(gens.input_tokens))
+    out_tokens = float(np.mean(gens.output_tokens))
+    # API prices are per OpenAI token: count with cl100k_base when it is available offline,
+    # else with the model's own tokenizer (and say which).
+    openai_in, openai_out = count_openai_tokens(prompts), count_openai_tokens(gens.texts)
+    if openai_in is not None and openai_out is not None:
+        cost = cost_report(float(np.mean(openai_in)), float(np.mean(openai_out)),
+                           gens.seconds_per_instance, len(test), tokenizer="cl100k_base")
+    else:
+        cost = cost_report(in_tokens, out_tokens, gens.seconds_per_instance, len(test),
+                           tokenizer="the model's own (cl100k_base not available offline)")
     metrics = {
         "label": label,
         **scores,
         "k": k,
         "template_chars": len(template_text),
-        "input_tokens_per_query": float(np.mean(gens.input_tokens)),
-        "output_tokens_per_query": float(np.mean(gens.output_tokens)),
+        "input_tokens_per_query": in_tokens,
+        "output_tokens_per_query": out_tokens,
+        "openai_input_tokens_per_query": float(np.mean(openai_in)) if openai_in else None,
         "seconds_per_instance": gens.seconds_per_instance,
+        "instances_per_second": cost.instances_per_second,
+        "cost": cost.model_dump(),
         "generation_seconds": gens.seconds,
         "batch_size": gens.batch_size,
         "max_new_tokens": cfg.max_new_tokens,

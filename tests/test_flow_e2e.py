@@ -127,7 +127,11 @@ def test_mbpp_runs_through_the_same_dag(prefect_harness, tmp_path):
     result, states = _run(cfg, tmp_path / "artifacts")
     assert all(s == "Completed" for names in states.values() for s in names)
     metrics = {m["label"]: m for m in result["metrics"]}
-    assert metrics["promptintern"]["metric"] == "exact_match" and metrics["promptintern"]["n"] == 3
+    # MBPP is scored by running the answers against their asserts in the sandbox
+    assert metrics["promptintern"]["metric"] == "pass@1" and metrics["promptintern"]["n"] == 3
+    assert sum(metrics["promptintern"]["statuses"].values()) == 3
+    assert metrics["promptintern"]["pass@1"] == 0.0  # a random tiny model writes no working code
+    assert "sandbox" in result["markdown"]
     assert metrics["base-full-prompt"]["input_tokens_per_query"] > metrics["promptintern"]["input_tokens_per_query"]
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from promptintern.datasets.base import DataError, Example, Task, read_jsonl
-from promptintern.datasets import mbpp, nl2bash
+from promptintern.datasets import mbpp, nl2bash, nl2f
 
-TASKS: dict[str, Task] = {task.name: task for task in (nl2bash.TASK, mbpp.TASK)}
+TASKS: dict[str, Task] = {task.name: task for task in (nl2bash.TASK, mbpp.TASK, nl2f.TASK)}
 
 
 def get_task(name: str) -> Task:
