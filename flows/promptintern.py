@@ -30,6 +30,7 @@ from promptintern.config import CompressionConfig, RunConfig, preset as load_pre
 from promptintern.data import dataset_digest
 from promptintern.models import model_fingerprint
 from promptintern.report import csv_table, markdown_table, provenance_lines, rows_from_metrics
+from promptintern.variants import variant_config
 from tasks.steps import (
     benchmark_task,
     build_bank_task,
@@ -45,9 +46,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 VERBATIM = CompressionConfig(method="none")
 
 
-def resolve_config(preset: str, overrides: dict[str, Any] | None, config: RunConfig | dict | None) -> RunConfig:
+def resolve_config(preset: str, overrides: dict[str, Any] | None, config: RunConfig | dict | None,
+                   variant: str | None = None) -> RunConfig:
+    """A full config wins; else the preset, the variant's settings, then the overrides."""
     if config is not None:
         return config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
+    if variant:
+        return variant_config(variant, preset, overrides)
     return load_preset(preset, overrides)
 
 
@@ -107,10 +112,11 @@ def report_task(root: str, cfg: RunConfig, eval_dirs: dict[str, str], stage_dirs
 
 
 @flow(name="promptintern", log_prints=True)
-def promptintern(preset: str = "cpu-demo", overrides: dict[str, Any] | None = None,
+def promptintern(preset: str = "cpu-demo", variant: str | None = None, overrides: dict[str, Any] | None = None,
                  config: RunConfig | None = None, artifact_root: str = "artifacts") -> dict:
-    """Run the DAG for one configuration (a preset plus overrides, or a full RunConfig)."""
-    cfg = resolve_config(preset, overrides, config)
+    """Run the DAG for one configuration: a preset, optionally a paper variant
+    (``promptintern.variants``), plus overrides; or a full RunConfig."""
+    cfg = resolve_config(preset, overrides, config, variant)
     root = str((Path(artifact_root) if Path(artifact_root).is_absolute() else REPO_ROOT / artifact_root).resolve())
     opts = {"result_storage": Path(root)}
     stages = cfg.schedule.stages()
@@ -179,14 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.promptintern", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu-demo", help="tiny | cpu-demo | paper")
+    parser.add_argument("--variant", default=None, help="a paper baseline / ablation (promptintern.variants)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set schedule.k0=2 (repeatable)")
     parser.add_argument("--artifact-root", default="artifacts")
     args = parser.parse_args(argv)
     overrides = _parse_set(args.set)
-    load_preset(args.preset, overrides)  # a bad key fails here, before Prefect starts
+    resolve_config(args.preset, overrides, None, args.variant)  # a bad key fails here, before Prefect starts
     started = time.time()
-    result = promptintern(preset=args.preset, overrides=overrides, artifact_root=args.artifact_root)
+    result = promptintern(preset=args.preset, variant=args.variant, overrides=overrides,
+                          artifact_root=args.artifact_root)
     print(result["markdown"])
     print(f"wall time {time.time() - started:.0f} s; results in {result['run_dir']}")
     return 0

@@ -126,18 +126,28 @@ def load_neighbors(bank_dir: Path | None, split: str) -> np.ndarray | None:
 
 def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, spec: StageSpec,
           model_dir: Path, out: Path) -> dict:
+    """One stage's shard (``shard.parquet``) plus the same rows as OpenAI chat fine-tuning JSONL
+    (``openai_chat.jsonl``: system = template, user = shots + query), the paper's path to
+    closed models; the JSONL is validated against the documented format before it is kept."""
+    from promptintern.export import shard_to_openai_jsonl, validate_openai_chat_jsonl
     from promptintern.models import load_tokenizer
     from promptintern.shards import write_shard
 
     task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
     train = read_examples(dataset_dir / "train.jsonl")
     template_stats = json.loads((template_dir / "stats.json").read_text()) if template_dir else {}
-    return write_shard(
+    template_text = read_template_text(template_dir)
+    stats = write_shard(
         out / "shard.parquet", train, train, load_neighbors(bank_dir, "train"), spec,
-        read_template_text(template_dir), task.format, load_tokenizer(model_dir),
+        template_text, task.format, load_tokenizer(model_dir),
         extra_metadata={"template_rate_achieved": template_stats.get("rate_achieved", 0.0 if spec.tau == 0 else 1.0),
                         "tokenizer": model_dir.name},
     )
+    shard_to_openai_jsonl(out / "shard.parquet", out / "openai_chat.jsonl", template_text, fmt=task.format)
+    errors = validate_openai_chat_jsonl(out / "openai_chat.jsonl")
+    if errors:
+        raise ValueError("openai_chat.jsonl breaks the chat fine-tuning format: " + "; ".join(errors[:5]))
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,11 +9,13 @@ value along one *shape* g(p), where p = (t - 1) / (T - 1) is the stage's progres
 
 with a = ``steepness``. Then
 
-    tau_t = tau_floor + (1 - tau_floor) * (1 - g(p))
+    tau_t = tau_floor + (tau0 - tau_floor) * (1 - g(p))
     k_t   = floor(k0 * (1 - g(p)))
 
 so the paper's default ``Schedule(pattern="linear", stages=3, k0=10)`` gives (1.0, 10), (0.5, 5),
 (0.0, 0) and MBPP's ``k0=5`` gives k = 5, 2, 0. Inference uses the last stage's prompt form.
+A single stage is direct fine-tuning with one fixed prompt form: ``Schedule(num_stages=1,
+tau0=0.6, k0=5)`` trains and infers with the template at 0.6 and 5 shots.
 
 ``absorb_template=False`` keeps the full template at every stage (the "without template
 compression" ablation); ``absorb_examples=False`` trains without shots (the "without example
@@ -25,7 +27,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Pattern = Literal["linear", "exponential", "inverse-exponential"]
 PATTERNS: tuple[str, ...] = ("linear", "exponential", "inverse-exponential")
@@ -53,10 +55,18 @@ class Schedule(BaseModel):
     pattern: Pattern = Field("linear", description=f"decay shape, one of {PATTERNS}")
     num_stages: int = Field(3, ge=1, description="number of training stages T")
     k0: int = Field(10, ge=0, description="shots at stage 1 (paper: 10; MBPP 5)")
+    tau0: float = Field(1.0, ge=0.0, le=1.0, description="template rate at stage 1 (1 = verbatim)")
     tau_floor: float = Field(0.0, ge=0.0, le=1.0, description="template rate at the last stage")
     steepness: float = Field(3.0, gt=0.0, description="a in the exponential shapes")
     absorb_template: bool = Field(True, description="compress the template stage by stage")
     absorb_examples: bool = Field(True, description="train with retrieved shots")
+
+    @model_validator(mode="after")
+    def _floor_below_start(self) -> "Schedule":
+        if self.tau_floor > self.tau0:
+            raise ValueError(f"schedule.tau_floor={self.tau_floor} is above schedule.tau0={self.tau0}: "
+                             "the template rate can only fall")
+        return self
 
     def shape(self, p: float) -> float:
         a = self.steepness
@@ -71,7 +81,7 @@ class Schedule(BaseModel):
         for t in range(1, self.num_stages + 1):
             p = 0.0 if self.num_stages == 1 else (t - 1) / (self.num_stages - 1)
             remaining = 1.0 - self.shape(p)
-            tau = self.tau_floor + (1.0 - self.tau_floor) * remaining if self.absorb_template else 1.0
+            tau = self.tau_floor + (self.tau0 - self.tau_floor) * remaining if self.absorb_template else self.tau0
             k = math.floor(self.k0 * remaining + 1e-9) if self.absorb_examples else 0
             out.append(StageSpec(stage=t, tau=round(tau, 6), k=k))
         return out

@@ -73,6 +73,12 @@ def test_flow_runs_every_box_and_reports(first_run):
         assert folders, kind
         for folder in folders:
             assert (folder / "manifest.json").is_file() and (folder / ".prefect-result").is_file()
+    # every stage shard also exists as OpenAI chat fine-tuning JSONL (the closed-model path)
+    from promptintern.export import validate_openai_chat_jsonl
+
+    exports = list((root / "shards").glob("*/openai_chat.jsonl"))
+    assert len(exports) == cfg.schedule.num_stages
+    assert all(validate_openai_chat_jsonl(p) == [] for p in exports)
     merge = json.loads(next((root / "merged").glob("*/merge_check.json")).read_text())
     assert merge["max_abs_logit_diff"] <= 1e-4
 
@@ -141,3 +147,16 @@ def test_a_local_model_folder_works_as_model(prefect_harness, tiny_model_dir, ti
     result, states = _run(cfg, tmp_path)
     assert [r["method"] for r in result["rows"]] == ["promptintern"]
     assert states["prepare-model"] == ["Completed"]
+
+
+def test_a_paper_variant_is_a_parameterization_of_the_same_flow(prefect_harness, tiny_data_dir, tmp_path):
+    from flows.promptintern import promptintern
+
+    state = promptintern(preset="tiny", variant="direct-template-0.6-halfk",
+                         overrides={"data_dir": str(tiny_data_dir), "eval": {"test_subset": 2}},
+                         artifact_root=str(tmp_path), return_state=True)
+    result = state.result()
+    states = _task_states(state.state_details.flow_run_id)
+    assert len(states["train-stage"]) == 1  # direct fine-tuning: one stage
+    rows = {r["method"]: r for r in result["rows"]}
+    assert rows["promptintern"]["prompt form"] == "template x0.6 + 1-shot"

@@ -47,6 +47,17 @@ def test_single_stage_is_direct_fine_tuning():
     assert taus_ks(Schedule(num_stages=1, k0=4)) == [(1.0, 4)]
 
 
+def test_direct_fine_tuning_forms_use_tau0():
+    assert taus_ks(Schedule(num_stages=1, tau0=0.6, k0=5)) == [(0.6, 5)]
+    assert taus_ks(Schedule(num_stages=1, tau0=0.0, k0=0)) == [(0.0, 0)]
+    assert taus_ks(Schedule(num_stages=3, tau0=0.8, tau_floor=0.2, k0=4)) == [(0.8, 4), (0.5, 2), (0.2, 0)]
+
+
+def test_tau_floor_above_tau0_is_refused():
+    with pytest.raises(ValidationError, match="tau_floor"):
+        Schedule(tau0=0.3, tau_floor=0.5)
+
+
 def test_distinct_taus():
     assert linear(3).distinct_taus() == [1.0, 0.5, 0.0]
 
