@@ -43,7 +43,9 @@ def hostile_table(mode: str) -> dict[str, str]:
         with Sandbox(mode=mode, **hostile.LIMITS) as sb, hostile.Listener() as listener:
             for name in hostile.HOSTILE:
                 source, plans, nonce = hostile.hostile_source(name, listener.port, decoy, "bench-daemon")
-                out[name] = judge(sb.run(source), plans, nonce).status
+                verdict = judge(sb.run(source), plans, nonce)
+                out[name] = verdict.status
+                out[f"{name} detail"] = verdict.detail[:160]
             out["127.0.0.1 connections seen"] = str(len(listener.seen))
             out["decoy $HOME intact"] = str(decoy.is_dir() and (decoy / "notes.txt").is_file())
     finally:
@@ -106,7 +108,7 @@ def main() -> None:
     tables = {m: r["hostile"] for m, r in report["modes"].items() if r.get("hostile")}
     if tables:
         print(f"\n{'hostile program':18s} " + " ".join(f"{m:>10s}" for m in tables))
-        for name in next(iter(tables.values())):
+        for name in [n for n in next(iter(tables.values())) if not n.endswith(" detail")]:
             print(f"{name:18s} " + " ".join(f"{tables[m][name]:>10s}" for m in tables))
 
 

@@ -367,7 +367,10 @@ class Sandbox:
             return cmd + ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--ipc", "--uts",
                           "--mount", "--", "/bin/sh", "-c", _NS_LAUNCHER, "sh", str(prog), f"{self.disk_mb}m",
                           "1m", " ".join(self._covered)] + drop + [self.python, "-I", "/dev/fd/3"]
-        return cmd + drop + ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+        # bwrap's own PID-1 process outlives the bwrap we wait for and would linger as a zombie of
+        # the worker uid (counted by RLIMIT_NPROC) until the host's init reaps it; a root-made pid
+        # namespace around bwrap reaps everything in it when bwrap exits.
+        return cmd + ["unshare", "--pid", "--fork", "--kill-child", "--"] + drop + ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
                              "--new-session", *_bwrap_root(), "--proc", "/proc", "--dev", "/dev",
                              "--size", str(1 << 20), "--tmpfs", "/dev/shm",
                              "--size", str(self.disk_mb << 20), "--tmpfs", "/tmp",
@@ -387,6 +390,8 @@ class Sandbox:
         prog.write_text(source, encoding="utf-8", errors="replace")
         prog.chmod(0o644)
         marker = secrets.token_hex(8)
+        if self.drop_uid:  # we hold the uid: anything still running as it is stale (a holder that died)
+            kill_uid(uid)
         home = str(work) if self.mode == "rlimits" else "/tmp"
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home, MARKER_ENV: marker}
         try:

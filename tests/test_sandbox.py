@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from promptintern.sandbox import BASE_UID, MAX_SLOTS, MODES, Sandbox, is_root, mode_available, pick_mode
+from promptintern.sandbox import (BASE_UID, MAX_SLOTS, MODES, Sandbox, is_root, live_pids, mode_available,
+                                  pick_mode)
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -137,3 +138,14 @@ def test_environment_marker_is_not_the_parents_environment(sandbox):
     v = sandbox.run("import os; print(os.environ.get('HOME'), os.environ.get('TMPDIR'))")
     home, tmpdir = v.stdout.split()
     assert home == tmpdir and home != os.environ.get("HOME")
+
+
+@pytest.mark.skipif(not is_root(), reason="worker uids need root")
+def test_runs_leave_no_process_of_the_worker_uid_not_even_a_zombie(sandbox):
+    """Zombies count against RLIMIT_NPROC: left for the host's init to reap (it may take seconds),
+    they would pile up over a batch and the next runs could not fork (seen with bwrap's PID 1)."""
+    with sandbox.worker_uid() as uid:
+        sandbox.run("import os\nif os.fork() == 0:\n    os._exit(0)\nprint(1)", uid=uid)
+        for _ in range(5):
+            sandbox.run("print(1)", uid=uid)
+            assert live_pids(uid, zombies=True) == []
