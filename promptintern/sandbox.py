@@ -446,13 +446,14 @@ class Sandbox:
     def _cleanup_processes(self, uid: int, marker: str) -> None:
         if self.drop_uid:
             kill_uid(uid)
-            if self.mode == "rlimits":
-                # Without a pid namespace, killed orphans are reaped by the host's init, which may
-                # take seconds; until then they count against the uid's RLIMIT_NPROC, and the next
-                # run under this uid could not fork. Wait for them (only programs that forked pay).
-                deadline = time.monotonic() + self.reap_wait_s
-                while live_pids(uid, zombies=True) and time.monotonic() < deadline:
-                    time.sleep(0.05)
+            # Killed orphans are reaped by whoever inherits them: the host's init without a pid
+            # namespace (which may take seconds here), else the namespace's init as it exits, which
+            # under load can also lag the run's end. Until reaped they count against the uid's
+            # RLIMIT_NPROC and the next run under this uid could not fork, so every mode waits for
+            # them (a run that left nothing behind pays one /proc scan).
+            deadline = time.monotonic() + self.reap_wait_s
+            while live_pids(uid, zombies=True) and time.monotonic() < deadline:
+                time.sleep(0.05)
         else:
             kill_marked(f"{MARKER_ENV}={marker}".encode())
 
