@@ -25,11 +25,10 @@ from typing import Any
 from prefect import flow, task
 from prefect.logging import get_run_logger
 
-from promptintern.artifacts import stable_hash
 from promptintern.config import CompressionConfig, RunConfig, preset as load_preset
 from promptintern.data import dataset_digest
 from promptintern.models import model_fingerprint
-from promptintern.report import csv_table, markdown_table, provenance_lines, rows_from_metrics
+from promptintern.report import write_run_report
 from promptintern.variants import variant_config
 from tasks.steps import (
     benchmark_task,
@@ -56,59 +55,15 @@ def resolve_config(preset: str, overrides: dict[str, Any] | None, config: RunCon
     return load_preset(preset, overrides)
 
 
-def prompt_form(tau: float, k: int) -> str:
-    """How a prompt form reads in a table: 'query only', 'template x0.3 + 2-shot', ..."""
-    if tau == 0.0 and k == 0:
-        return "query only"
-    template = "full template" if tau == 1.0 else ("no template" if tau == 0.0 else f"template x{tau:g}")
-    return f"{template} + {k}-shot" if k else template
-
-
 @task(name="report")
 def report_task(root: str, cfg: RunConfig, eval_dirs: dict[str, str], stage_dirs: list[str],
                 template_dirs: dict[float, str | None]) -> dict:
-    """Collect the benchmark folders into one table (Markdown + CSV + JSON) under runs/."""
-    template_rate = {"promptintern": cfg.schedule.inference_stage().tau, "base-full-prompt": 1.0}
-    metrics = []
-    for label, rel in eval_dirs.items():
-        m = json.loads((Path(root) / rel / "metrics.json").read_text())
-        m["prompt_form"] = prompt_form(template_rate[label], m["k"])
-        metrics.append(m)
-    rows = rows_from_metrics(metrics, full_prompt_label="base-full-prompt" if "base-full-prompt" in eval_dirs else None,
-                             price_model=cfg.eval.price_model)
-    stages = [json.loads((Path(root) / rel / "stats.json").read_text()) for rel in stage_dirs]
-    templates = {str(tau): json.loads((Path(root) / rel / "stats.json").read_text())
-                 for tau, rel in template_dirs.items() if rel}
-    provenance = {
-        "model": cfg.model,
-        "dataset": f"{cfg.dataset} (train rows {metrics[0]['dataset']['train_rows']}, "
-                   f"{cfg.eval.test_split} rows {metrics[0]['dataset']['test_rows']})",
-        "schedule": ", ".join(f"t{s['stage']}: tau {s.get('tau', '?')} k {s.get('k', '?')}" for s in (
-            sp.model_dump() for sp in cfg.schedule.stages())),
-        "compressor": cfg.compression.method,
-        "seed": cfg.seed,
-        "decoding": f"greedy, max_new_tokens {cfg.eval.max_new_tokens}, batch {cfg.eval.batch_size}",
-        "bleu": next((m["sacrebleu_signature"] for m in metrics if "sacrebleu_signature" in m), "n/a"),
-        "execution": next((f"sandbox {m['sandbox']['mode']}, {m['sandbox']['workers']} workers, "
-                           f"{m['sandbox']['timeout_s']} s per program" for m in metrics if "sandbox" in m), "n/a"),
-        "cost": f"{cfg.eval.price_model} list prices of {metrics[0]['cost']['prices_date']}, tokens counted "
-                f"with {metrics[0]['cost']['tokenizer']}",
-        "training": "; ".join(f"stage {s['stage']}: {s['optimizer_steps']} steps, loss "
-                              f"{s['first_loss']:.3f} -> {s['final_loss']:.3f}, {s['tokens_per_second']:.0f} tok/s"
-                              for s in stages),
-        "template rates achieved": ", ".join(f"tau {t}: {v['rate_achieved']:.3f} ({v['tokens_after']} tokens)"
-                                             for t, v in templates.items()),
-    }
-    run_dir = Path(root) / "runs" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{stable_hash(cfg, 8)}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    md = f"{markdown_table(rows)}\n\nHow these numbers were made:\n{provenance_lines(provenance)}\n"
-    (run_dir / "results.md").write_text(md)
-    (run_dir / "results.csv").write_text(csv_table(rows))
-    (run_dir / "results.json").write_text(json.dumps({"rows": rows, "metrics": metrics,
-                                                      "provenance": provenance, "stages": stages}, indent=2))
-    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-    get_run_logger().info("results (%s):\n%s", run_dir, md)
-    return {"run_dir": str(run_dir), "rows": rows, "markdown": md, "metrics": metrics}
+    """Collect the benchmark folders into one table (Markdown + CSV + JSON) under runs/.
+
+    Uncached on purpose: every run gets its own report folder and log lines."""
+    result = write_run_report(Path(root), cfg, eval_dirs, stage_dirs, template_dirs)
+    get_run_logger().info("results (%s):\n%s", result["run_dir"], result["markdown"])
+    return result
 
 
 @flow(name="promptintern", log_prints=True)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import time
+from pathlib import Path
 from typing import Sequence
 
 from promptintern.cost import cost_saved
@@ -62,3 +65,61 @@ def csv_table(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
 
 def provenance_lines(provenance: dict) -> str:
     return "\n".join(f"- {key}: {value}" for key, value in provenance.items())
+
+
+def prompt_form(tau: float, k: int) -> str:
+    """How a prompt form reads in a table: 'query only', 'template x0.3 + 2-shot', ..."""
+    if tau == 0.0 and k == 0:
+        return "query only"
+    template = "full template" if tau == 1.0 else ("no template" if tau == 0.0 else f"template x{tau:g}")
+    return f"{template} + {k}-shot" if k else template
+
+
+def write_run_report(root: Path, cfg, eval_dirs: dict[str, str], stage_dirs: Sequence[str],
+                     template_dirs: dict[float, str | None]) -> dict:
+    """One run's results table and provenance, written to ``<root>/runs/<time>-<config hash>/``.
+
+    ``eval_dirs`` maps a method label ("promptintern", "base-full-prompt") to its benchmark folder;
+    every path is relative to ``root``. Returns the rows, the metrics and the Markdown.
+    """
+    from promptintern.artifacts import stable_hash
+
+    template_rate = {"promptintern": cfg.schedule.inference_stage().tau, "base-full-prompt": 1.0}
+    metrics = []
+    for label, rel in eval_dirs.items():
+        m = json.loads((root / rel / "metrics.json").read_text())
+        m["prompt_form"] = prompt_form(template_rate[label], m["k"])
+        metrics.append(m)
+    full = "base-full-prompt" if "base-full-prompt" in eval_dirs else None
+    rows = rows_from_metrics(metrics, full_prompt_label=full, price_model=cfg.eval.price_model)
+    stages = [json.loads((root / rel / "stats.json").read_text()) for rel in stage_dirs]
+    templates = {tau: json.loads((root / rel / "stats.json").read_text())
+                 for tau, rel in template_dirs.items() if rel}
+    first = metrics[0]
+    provenance = {
+        "model": cfg.model,
+        "dataset": f"{cfg.dataset} (train rows {first['dataset']['train_rows']}, "
+                   f"{cfg.eval.test_split} rows {first['dataset']['test_rows']})",
+        "schedule": ", ".join(f"t{s.stage}: tau {s.tau:g} k {s.k}" for s in cfg.schedule.stages()),
+        "compressor": cfg.compression.method,
+        "seed": cfg.seed,
+        "decoding": f"greedy, max_new_tokens {cfg.eval.max_new_tokens}, batch {cfg.eval.batch_size}",
+        "bleu": next((m["sacrebleu_signature"] for m in metrics if "sacrebleu_signature" in m), "n/a"),
+        "execution": next((f"sandbox {m['sandbox']['mode']}, {m['sandbox']['workers']} workers, "
+                           f"{m['sandbox']['timeout_s']} s per program" for m in metrics if "sandbox" in m), "n/a"),
+        "cost": f"{cfg.eval.price_model} list prices of {first['cost']['prices_date']}, tokens counted "
+                f"with {first['cost']['tokenizer']}",
+        "training": "; ".join(f"stage {s['stage']}: {s['optimizer_steps']} steps, loss {s['first_loss']:.3f}"
+                              f" -> {s['final_loss']:.3f}, {s['tokens_per_second']:.0f} tok/s" for s in stages),
+        "template rates achieved": ", ".join(f"tau {t:g}: {v['rate_achieved']:.3f} ({v['tokens_after']} tokens)"
+                                             for t, v in templates.items()),
+    }
+    run_dir = root / "runs" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{stable_hash(cfg, 8)}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    md = f"{markdown_table(rows)}\n\nHow these numbers were made:\n{provenance_lines(provenance)}\n"
+    (run_dir / "results.md").write_text(md)
+    (run_dir / "results.csv").write_text(csv_table(rows))
+    (run_dir / "results.json").write_text(json.dumps({"rows": rows, "metrics": metrics, "provenance": provenance,
+                                                      "stages": stages}, indent=2))
+    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+    return {"run_dir": str(run_dir), "rows": rows, "markdown": md, "metrics": metrics}
