@@ -22,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from promptintern.artifacts import sha256_file
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEST = REPO_ROOT / "data"
 DEFAULT_MIRROR = REPO_ROOT.parent / "shared" / "data"
@@ -51,14 +53,6 @@ FILES: tuple[DataFile, ...] = (
     DataFile("nl2bash/split/test.jsonl", "3c3a81e58f8ea3127b4c6cc27f4c58d69668c91e578a9614cd89b90f2235e250",
              95186, None, "nl2bash"),
 )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _install(src_fetch, spec: DataFile, dest: Path) -> None:
