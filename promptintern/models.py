@@ -73,13 +73,13 @@ def model_fingerprint(spec: str) -> str:
     if spec == "tiny":
         return spec
     if is_local_model(spec):
+        from promptintern.artifacts import sha256_file
+
         digest = hashlib.sha256()
         for path in sorted(Path(spec).rglob("*")):
             if path.is_file():
                 digest.update(path.relative_to(spec).as_posix().encode())
-                with path.open("rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        digest.update(chunk)
+                digest.update(sha256_file(path).encode())
         return f"folder:{digest.hexdigest()[:16]}"
     if Path(spec).exists() or spec.startswith((".", "/", "~")):
         raise ModelError(f"model {spec!r}: not a model folder (no config.json there)")
