@@ -1,19 +1,35 @@
-"""Compress a prompt template to a target rate tau with LLMLingua / LongLLMLingua, offline.
+"""Compress a prompt template to a target rate tau, offline: the paper's compression baselines.
 
     >>> from promptintern.compress import compress_template
     >>> r = compress_template(template, 0.5, method="llmlingua", model_dir="models/smollm2-135m")
     >>> r.text, r.rate_achieved      # rate = tokens_after / tokens_before, in the model's tokens
 
-Methods: ``"llmlingua"`` (LLMLingua-1: perplexity-based token dropping), ``"longllmlingua"``
-(question-aware: contrastive perplexity conditioned on ``question``, sections ranked as documents),
-``"none"`` (identity). Any causal LM folder (``config.json``) scores the tokens; the pipeline uses the
-model it fine-tunes. Rates: ``tau >= 1`` returns the template unchanged, ``tau == 0`` returns "".
+Methods (``compress_template`` is the one entry point for all of them):
+
+======================  ==========================================================================
+``"llmlingua"``         LLMLingua-1: perplexity-based token dropping (this module)
+``"longllmlingua"``     question-aware: contrastive perplexity conditioned on ``question``, sections
+                        ranked as documents (this module)
+``"llmlingua2"``        LLMLingua-2: a token-classification model labels words keep/drop
+                        (``promptintern.compress_llmlingua2``; ``model_dir`` is that classifier)
+``"selective-context"`` Selective Context: drop the words of least self-information under the causal
+                        LM (``promptintern.compress_selective_context``)
+``"api"``               an OpenAI-compatible chat endpoint rewrites the template, the paper's GPT-4
+                        baseline (``promptintern.compress_api``; needs ``endpoint``)
+``"none"``              identity
+======================  ==========================================================================
+
+``model_dir`` is a local model folder (``config.json``): a causal LM for every method but
+``"llmlingua2"``; the pipeline uses the model it fine-tunes unless ``compression.model`` names
+another. Its tokenizer counts the tokens of every method. Rates: ``tau >= 1`` returns the template
+unchanged, ``tau == 0`` returns "".
 
 Protected spans are kept verbatim: fenced code blocks, lines starting with ``assert`` (each with its
 line breaks, so they stay on their own lines), ``{placeholders}`` and sections marked
-``compressible=False``. They go to llmlingua as ``compress=False`` segments of its structured
-compression (what ``structured_compress_prompt`` builds from ``<llmlingua, compress=False>`` markup;
-we build the segments directly because that markup parser drops any segment containing ``<``).
+``compressible=False``; every method's output is checked for them. The llmlingua methods get them
+as ``compress=False`` segments of llmlingua's structured compression (what
+``structured_compress_prompt`` builds from ``<llmlingua, compress=False>`` markup; we build the
+segments directly because that markup parser drops any segment containing ``<``).
 ``tau`` applies to the compressible text; the achieved rate of the whole template is measured.
 
 Sections are compressed together, joined with "\\n\\n" like ``Template.text``: LLMLingua sees them as
@@ -44,7 +60,7 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict
 
@@ -52,7 +68,7 @@ from promptintern.prompts import Template, TemplateSection
 
 log = logging.getLogger(__name__)
 
-METHODS = ("llmlingua", "longllmlingua", "none")
+METHODS = ("llmlingua", "longllmlingua", "llmlingua2", "selective-context", "api", "none")
 # LongLLMLingua ranks and scores the template against a question; a template has none of its own.
 DEFAULT_QUESTION = "Follow these instructions to solve the task."
 
@@ -138,6 +154,32 @@ def _documents(sections: list[TemplateSection]) -> list[list[Segment]]:
     return docs
 
 
+def one_prompt(docs: list[list[Segment]]) -> list[Segment]:
+    """The sections as one segment list, joined by protected "\\n\\n" as ``Template.text`` joins them
+    (so no compressor can glue two sections into one line)."""
+    merged: list[Segment] = []
+    for doc in docs:
+        merged += ([Segment("\n\n", False)] if merged else []) + doc
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaded models, shared by every method
+# ---------------------------------------------------------------------------------------------
+
+_COMPRESSORS: dict[object, tuple[object, threading.Lock]] = {}
+_COMPRESSORS_LOCK = threading.Lock()
+
+
+def cached_compressor(key: object, load: Callable[[], object]) -> tuple[object, threading.Lock]:
+    """One loaded compressor per ``key`` per process (loading the model is the slow part), with a
+    lock for its calls. Every method keeps its models here, so clearing ``_COMPRESSORS`` resets all."""
+    with _COMPRESSORS_LOCK:
+        if key not in _COMPRESSORS:
+            _COMPRESSORS[key] = (load(), threading.Lock())
+        return _COMPRESSORS[key]
+
+
 # ---------------------------------------------------------------------------------------------
 # llmlingua, adapted (see the module docstring)
 # ---------------------------------------------------------------------------------------------
@@ -181,21 +223,14 @@ class _LegacyCacheLM:
         return getattr(self.model, name)
 
 
-_COMPRESSORS: dict[str, tuple[object, threading.Lock]] = {}
-_COMPRESSORS_LOCK = threading.Lock()
-
-
 def _compressor(model_dir: str):
-    """One PromptCompressor per model folder per process (loading the model is the slow part),
-    with a lock for its calls. Both methods share it: they differ only in ``compress_prompt``'s options.
-    """
-    with _COMPRESSORS_LOCK:
-        if model_dir not in _COMPRESSORS:
-            _COMPRESSORS[model_dir] = (_load_compressor(model_dir), threading.Lock())
-        return _COMPRESSORS[model_dir]
+    """LLMLingua's and LongLLMLingua's PromptCompressor: they differ only in ``compress_prompt``'s
+    options, so they share it."""
+    return cached_compressor(model_dir, lambda: _load_compressor(model_dir))
 
 
-def _load_compressor(model_dir: str):
+def offline_prompt_compressor(model_dir: str, **options):
+    """llmlingua's ``PromptCompressor`` on a local folder, without its tiktoken download (fix 1)."""
     from types import SimpleNamespace
     from unittest import mock
 
@@ -205,9 +240,14 @@ def _load_compressor(model_dir: str):
     # llmlingua's own module-level reference to tiktoken is swapped for the duration of __init__ only
     offline_tiktoken = SimpleNamespace(encoding_for_model=lambda _model_name: counter)
     with mock.patch.object(upstream, "tiktoken", offline_tiktoken):
-        compressor = upstream.PromptCompressor(model_name=model_dir, device_map="cpu")
+        compressor = upstream.PromptCompressor(model_name=model_dir, device_map="cpu", **options)
     counter.tokenizer = compressor.tokenizer
     compressor.model.eval()
+    return compressor
+
+
+def _load_compressor(model_dir: str):
+    compressor = offline_prompt_compressor(model_dir)
     compressor.model = _LegacyCacheLM(compressor.model)
     return compressor
 
@@ -276,10 +316,7 @@ def _run_llmlingua(docs: list[list[Segment]], rate: float, method: str, model_di
     compressor, lock = _compressor(model_dir)
     with lock, torch.no_grad():
         if method == "llmlingua":  # one prompt: the sections and their "\n\n" joints as one context
-            merged: list[Segment] = []
-            for doc in docs:
-                merged += ([Segment("\n\n", False)] if merged else []) + doc  # sections stay apart
-            docs, options = [merged], {"rank_method": "llmlingua"}
+            docs, options = [one_prompt(docs)], {"rank_method": "llmlingua"}
         else:
             # LongLLMLingua as its README runs it, less what does not fit a template: the question
             # is not appended to the result, no sentence-level filter (it needs NLTK punkt, absent
@@ -318,23 +355,34 @@ def compress_template(
     method: str = "llmlingua",
     model_dir: str | Path | None = None,
     question: str = "",
+    *,
+    endpoint: str | None = None,
+    api_model: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    api_timeout_s: float = 120.0,
 ) -> CompressedTemplate:
     """Compress ``template`` (a str, a ``Template`` or its sections) to about ``rate`` of its tokens.
 
-    ``model_dir`` is a causal-LM folder with ``config.json``: its tokenizer counts tokens (for every
-    method) and, for the llmlingua methods, its model scores them. ``question`` is LongLLMLingua's
-    question (default: ``DEFAULT_QUESTION``); LLMLingua ignores it. ``rate`` 0 gives "" whatever the
-    method. Deterministic: tokens are kept by thresholded perplexity, nothing is sampled.
+    ``model_dir`` is a model folder with ``config.json``: its tokenizer counts tokens (for every
+    method); for the llmlingua methods and Selective Context it is the causal LM that scores them,
+    for LLMLingua-2 the token classifier that labels them. ``question`` is LongLLMLingua's question
+    (default: ``DEFAULT_QUESTION``); the other methods ignore it. ``endpoint`` (a base URL such as
+    http://host:8000/v1), ``api_model``, ``api_key_env`` (the *name* of the variable holding the key)
+    and ``api_timeout_s`` configure the ``"api"`` method. ``rate`` 0 gives "" whatever the method.
+    Deterministic for every local method; ``"api"`` asks at temperature 0.
     """
     if method not in METHODS:
         raise ValueError(f"compressor={method!r}: unknown compression method; use one of {METHODS}")
     if not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate={rate!r}: the compression rate must be within [0, 1]")
-    if model_dir is None or not (Path(model_dir) / "config.json").is_file():
-        raise ValueError(
-            f"model_dir={model_dir!r}: need a local causal-LM folder with config.json "
-            "(e.g. from promptintern.models.prepare_model); its tokenizer counts the tokens"
-        )
+    _check_model_dir(method, model_dir)
+    if method == "api":
+        from promptintern.compress_api import ENDPOINT_HINT
+
+        if not endpoint:
+            raise ValueError(f"compression.endpoint is not set: {ENDPOINT_HINT}")
+        if not api_model:
+            raise ValueError(f"compression.api_model is not set: {ENDPOINT_HINT}")
     model_dir = str(Path(model_dir).resolve())
     docs = _documents(_sections(template))
     original = "\n\n".join("".join(s.text for s in doc) for doc in docs)
@@ -347,11 +395,26 @@ def compress_template(
     elif rate >= 1.0 or method == "none" or not has_compressible:
         text = original
     else:
-        text = _run_llmlingua(docs, float(rate), method, model_dir, question, before)
+        if method in ("llmlingua", "longllmlingua"):
+            text = _run_llmlingua(docs, float(rate), method, model_dir, question, before)
+        elif method == "llmlingua2":
+            from promptintern.compress_llmlingua2 import compress_llmlingua2
+
+            text = compress_llmlingua2(one_prompt(docs), float(rate), model_dir)
+        elif method == "selective-context":
+            from promptintern.compress_selective_context import compress_selective_context
+
+            text = compress_selective_context(one_prompt(docs), float(rate), model_dir)
+        else:
+            from promptintern.compress_api import compress_via_api
+
+            text = compress_via_api(one_prompt(docs), float(rate), endpoint, api_model, api_key_env, api_timeout_s)
         if "\ufffd" in text and "\ufffd" not in original:
             # what is left of a multi-byte character when byte-level BPE dropped part of it
             text = text.replace("\ufffd", "")
-        _check_protected(docs, text)
+        hint = (f"; the model {api_model!r} at {endpoint} was asked to keep it verbatim but did not "
+                "(try a stronger model or a higher rate)" if method == "api" else "")
+        _check_protected(docs, text, hint)
     after = _count(tokenizer, text)
     log.info("compressed a template with %s at rate %.2f: %d -> %d tokens", method, rate, before, after)
     return CompressedTemplate(
@@ -364,8 +427,35 @@ def compress_template(
     )
 
 
-def _check_protected(docs: list[list[Segment]], text: str) -> None:
-    """Every protected span must appear verbatim and in order (llmlingua keeps them by construction)."""
+# Methods whose model_dir must be a causal LM (it scores the tokens); "none" and "api" only count
+# tokens with it, "llmlingua2" needs a token classifier.
+_SCORED_BY_CAUSAL_LM = ("llmlingua", "longllmlingua", "selective-context")
+
+
+def _check_model_dir(method: str, model_dir: str | Path | None) -> None:
+    from promptintern.models import is_token_classifier, model_architectures
+
+    architectures = None if model_dir is None else model_architectures(model_dir)
+    if method == "llmlingua2":
+        if not is_token_classifier(architectures):
+            from promptintern.compress_llmlingua2 import classifier_error
+
+            raise ValueError(f"method='llmlingua2': {classifier_error(model_dir)}")
+    elif architectures is None:
+        raise ValueError(
+            f"model_dir={model_dir!r}: need a local causal-LM folder with config.json "
+            "(e.g. from promptintern.models.prepare_model); its tokenizer counts the tokens"
+        )
+    elif method in _SCORED_BY_CAUSAL_LM and is_token_classifier(architectures):
+        raise ValueError(
+            f"model_dir={str(model_dir)!r} is a token classifier {architectures}; method={method!r} "
+            "scores tokens with a causal LM: leave compression.model unset (the run's model) or name a causal LM"
+        )
+
+
+def _check_protected(docs: list[list[Segment]], text: str, hint: str = "") -> None:
+    """Every protected span must appear verbatim and in order (the local methods keep them by
+    construction; an API model may not)."""
     pos = 0
     for doc in docs:
         for seg in doc:
@@ -373,5 +463,5 @@ def _check_protected(docs: list[list[Segment]], text: str) -> None:
                 continue
             found = text.find(seg.text, pos)
             if found < 0:
-                raise RuntimeError(f"compression lost a protected span: {seg.text[:80]!r}")
+                raise RuntimeError(f"compression lost a protected span: {seg.text[:80]!r}{hint}")
             pos = found + len(seg.text)

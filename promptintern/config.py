@@ -18,13 +18,14 @@ Presets (sizes chosen for 2 CPU cores unless stated):
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from promptintern.schedule import Schedule
 
-COMPRESSORS = ("llmlingua", "longllmlingua", "none")
+COMPRESSORS = ("llmlingua", "longllmlingua", "llmlingua2", "selective-context", "api", "none")
 SCORERS = ("bleu", "bm25")
 
 
@@ -33,10 +34,70 @@ class _Strict(BaseModel):
 
 
 class CompressionConfig(_Strict):
-    method: Literal["llmlingua", "longllmlingua", "none"] = Field(
+    """How templates are compressed (``promptintern.compress.compress_template``).
+
+    ``model`` is the scorer for the local methods; ``endpoint``, ``api_model``, ``api_key_env`` and
+    ``api_timeout_s`` configure ``method="api"``. The API key itself is never part of the config:
+    only the name of the environment variable that holds it.
+    """
+
+    # a key pasted into api_key_env by mistake must not be echoed into logs by a validation error
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    # What to set when a method lacks its model or endpoint (the compressors raise with these too).
+    CLASSIFIER_HINT: ClassVar[str] = (
+        "LLMLingua-2 needs a token-classification model folder (config.json architectures ending in "
+        "'ForTokenClassification') as compression.model, such as a local copy of "
+        "microsoft/llmlingua-2-xlm-roberta-large-meetingbank: "
+        "--set compression.model=/path/to/llmlingua-2-xlm-roberta-large-meetingbank")
+    ENDPOINT_HINT: ClassVar[str] = (
+        "the 'api' compressor needs an OpenAI-compatible endpoint: --set compression.endpoint=http://host:8000/v1 "
+        "--set compression.api_model=gpt-4 (the key is read from the environment variable named by "
+        "compression.api_key_env, default OPENAI_API_KEY)")
+
+    method: Literal["llmlingua", "longllmlingua", "llmlingua2", "selective-context", "api", "none"] = Field(
         "llmlingua", description=f"template compressor, one of {COMPRESSORS}")
     model: str | None = Field(
-        None, description="causal LM that scores tokens for llmlingua (default: the run's model)")
+        None, description="scoring model: a causal LM for llmlingua / longllmlingua / selective-context "
+                          "(default: the run's model); for llmlingua2 a token-classification model "
+                          "folder such as a local copy of microsoft/llmlingua-2-xlm-roberta-large-meetingbank")
+    endpoint: str | None = Field(
+        None, description="method=api: base URL of an OpenAI-compatible API, e.g. http://host:8000/v1")
+    api_model: str = Field("gpt-4", description="method=api: the model the endpoint serves (paper: GPT-4)")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="method=api: name of the environment variable holding the API key")
+    api_timeout_s: float = Field(120.0, gt=0.0, description="method=api: seconds to wait for an answer")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_a_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"compression.endpoint={value!r}: give the API's base URL, e.g. http://host:8000/v1")
+        return value
+
+    @field_validator("api_model")
+    @classmethod
+    def _api_model_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("compression.api_model must name the model the endpoint serves, e.g. gpt-4")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _api_key_env_is_a_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(
+                "compression.api_key_env: give the *name* of the environment variable holding the "
+                "API key (letters, digits, underscores; e.g. OPENAI_API_KEY), never the key itself")
+        return value
+
+    @model_validator(mode="after")
+    def _method_has_what_it_needs(self) -> CompressionConfig:
+        if self.method == "api" and self.endpoint is None:
+            raise ValueError(f"compression.endpoint is not set: {self.ENDPOINT_HINT}")
+        if self.method == "llmlingua2" and self.model is None:
+            raise ValueError(f"compression.model is not set: {self.CLASSIFIER_HINT}")
+        return self
 
 
 class RetrievalConfig(_Strict):

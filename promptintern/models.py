@@ -45,6 +45,18 @@ def is_local_model(spec: str) -> bool:
     return Path(spec).is_dir() and (Path(spec) / "config.json").is_file()
 
 
+def model_architectures(folder: str | Path) -> list[str] | None:
+    """The ``architectures`` a local model folder's config.json declares (None: not a model folder)."""
+    if not is_local_model(str(folder)):
+        return None
+    return list(json.loads((Path(folder) / "config.json").read_text()).get("architectures") or [])
+
+
+def is_token_classifier(architectures: list[str] | None) -> bool:
+    """A token-classification model (what LLMLingua-2 compresses with), not a causal LM."""
+    return any(name.endswith("ForTokenClassification") for name in architectures or [])
+
+
 def prepare_model(spec: str, out_dir: str | Path) -> Path:
     """Materialize ``spec`` as a plain HF folder at ``out_dir`` and return it.
 
@@ -129,7 +141,10 @@ def convert_smollm2(out_dir: Path) -> Path:
 
 
 def _copy_hf_model(spec: str, out_dir: Path) -> Path:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Load and save ``spec`` as the class its config declares: a causal LM, or a token classifier
+    (LLMLingua-2's ``compression.model``; loaded as a causal LM it would lose its classification
+    head and get a random LM head instead)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
     if not is_local_model(spec) and (Path(spec).exists() or spec.startswith((".", "/", "~"))):
         raise ModelError(
@@ -138,7 +153,9 @@ def _copy_hf_model(spec: str, out_dir: Path) -> Path:
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec)
-        model = AutoModelForCausalLM.from_pretrained(spec, dtype="float32")
+        classifier = is_token_classifier(AutoConfig.from_pretrained(spec).architectures)
+        auto_class = AutoModelForTokenClassification if classifier else AutoModelForCausalLM
+        model = auto_class.from_pretrained(spec, dtype="float32")
     except OSError as err:
         raise ModelError(
             f"model {spec!r} could not be loaded ({err.__class__.__name__}: {err}). Offline, only "

@@ -75,16 +75,24 @@ def load_template(dataset_dir: Path) -> Template:
 
 
 def compress(dataset_dir: Path, tau: float, cfg: CompressionConfig, compressor_dir: Path, out: Path) -> dict:
-    """The task template compressed to rate ``tau``: ``template.txt`` + ``stats.json``."""
+    """The task template compressed to rate ``tau``: ``template.txt`` + ``stats.json``.
+
+    ``compressor_dir`` is the prepared ``cfg.model`` (the run's model when unset): the scoring LM, or
+    LLMLingua-2's classifier; its tokenizer counts the tokens. stats.json records how the template
+    was made, the API endpoint and model included, never the API key (only its variable's name)."""
     from promptintern.compress import compress_template
 
     task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
     result = compress_template(load_template(dataset_dir), tau, method=cfg.method,
-                               model_dir=compressor_dir, question=task.description)
+                               model_dir=compressor_dir, question=task.description,
+                               endpoint=cfg.endpoint, api_model=cfg.api_model,
+                               api_key_env=cfg.api_key_env, api_timeout_s=cfg.api_timeout_s)
     (out / "template.txt").write_text(result.text, encoding="utf-8")
     stats = {"tau": tau, "method": result.method, "rate_requested": result.rate_requested,
              "rate_achieved": result.rate_achieved, "tokens_before": result.tokens_before,
              "tokens_after": result.tokens_after, "compressor_model": str(compressor_dir.name)}
+    if cfg.method == "api":
+        stats |= {"endpoint": cfg.endpoint, "api_model": cfg.api_model, "api_key_env": cfg.api_key_env}
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats
 

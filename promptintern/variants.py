@@ -19,17 +19,33 @@ direct-template-only           one stage: template verbatim, no shots
 direct-no-template             one stage: query only (plain fine-tuning)
 llmlingua-0.3                  one stage: template compressed to 0.3 by LLMLingua, no shots
 longllmlingua-0.3              one stage: the same with LongLLMLingua
+llmlingua2-0.3                 one stage: the same with LLMLingua-2; needs compression.model, a
+                               token-classification folder (e.g. a local copy of
+                               microsoft/llmlingua-2-xlm-roberta-large-meetingbank)
+selective-context-0.3          one stage: the same with Selective Context (the run's model scores)
+gpt4-compression-0.3           one stage: the same by an OpenAI-compatible chat model; needs
+                               compression.endpoint (compression.api_model defaults to gpt-4)
 =============================  ==================================================================
 
-The paper's remaining compression baselines (LLMLingua-2, Selective Context, a GPT-4 compressor)
-need compressors this release does not have yet; asking for them says so by name.
+A variant that needs something the configuration does not provide (LLMLingua-2 without a
+token-classifier ``compression.model``, the API compressor without ``compression.endpoint``) raises
+``VariantUnavailable`` from ``variant_config``, saying what to set; a sweep reports it as skipped.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from promptintern.config import RunConfig, _merge, preset
+from promptintern.compress_llmlingua2 import classifier_error
+from promptintern.config import CompressionConfig, RunConfig, _merge, preset
+from promptintern.models import is_token_classifier, model_architectures
+
+
+def _compressed_once(method: str) -> dict[str, Any]:
+    """The paper's compression baselines: one stage, the template at 0.3 by ``method``, no shots."""
+    return {"schedule": {"num_stages": 1, "tau0": 0.3, "k0": 0}, "compression": {"method": method}}
+
 
 # Overrides per variant; "{k0}" and "{k0_half}" are filled from the preset's schedule.k0.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -46,17 +62,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "direct-template-0.6-halfk": {"schedule": {"num_stages": 1, "tau0": 0.6, "k0": "{k0_half}"}},
     "direct-template-only": {"schedule": {"num_stages": 1, "tau0": 1.0, "k0": 0}},
     "direct-no-template": {"schedule": {"num_stages": 1, "tau0": 0.0, "k0": 0}},
-    "llmlingua-0.3": {"schedule": {"num_stages": 1, "tau0": 0.3, "k0": 0},
-                      "compression": {"method": "llmlingua"}},
-    "longllmlingua-0.3": {"schedule": {"num_stages": 1, "tau0": 0.3, "k0": 0},
-                          "compression": {"method": "longllmlingua"}},
+    "llmlingua-0.3": _compressed_once("llmlingua"),
+    "longllmlingua-0.3": _compressed_once("longllmlingua"),
+    "llmlingua2-0.3": _compressed_once("llmlingua2"),
+    "selective-context-0.3": _compressed_once("selective-context"),
+    "gpt4-compression-0.3": _compressed_once("api"),
 }
 
-NOT_YET = {
-    "llmlingua2-0.3": "LLMLingua-2 needs a token-classification model; no registry ships one",
-    "selective-context-0.3": "Selective Context is not implemented yet",
-    "gpt4-compression-0.3": "the GPT-4 compressor needs an OpenAI-compatible endpoint; not implemented yet",
-}
+
+class VariantUnavailable(ValueError):
+    """A known variant that this configuration cannot run; the message says what to set."""
 
 
 def _fill(value: Any, k0: int) -> Any:
@@ -70,8 +85,6 @@ def _fill(value: Any, k0: int) -> Any:
 
 
 def variant_overrides(name: str, k0: int) -> dict[str, Any]:
-    if name in NOT_YET:
-        raise ValueError(f"variant {name!r} is not available: {NOT_YET[name]}")
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; allowed: {sorted(VARIANTS)}")
     return _fill(VARIANTS[name], k0)
@@ -89,9 +102,28 @@ def variant_config(variant: str, preset_name: str = "cpu-demo",
                    overrides: dict[str, Any] | None = None) -> RunConfig:
     """The preset, the variant's settings, the user's overrides (which win), then the variant's
     k0-derived settings computed from the final k0 (``direct-template-0.6-halfk`` with
-    ``schedule.k0=10`` trains with 5 shots)."""
+    ``schedule.k0=10`` trains with 5 shots).
+
+    Raises ``VariantUnavailable`` when the result needs a compressor input nobody configured
+    (see the module docstring), ``ValueError`` for an unknown variant or an invalid override."""
     base = preset(preset_name, overrides)
     k0 = base.schedule.k0
     merged = _merge(_merge(base.model_dump(mode="json"), variant_overrides(variant, k0)), overrides or {})
     merged = _merge(merged, _fill(_derived(VARIANTS[variant]), k0))
+    _check_available(variant, merged["compression"])
     return RunConfig.model_validate(merged)
+
+
+def _check_available(variant: str, compression: dict[str, Any]) -> None:
+    """What the compressor needs and no validator of a single field can see: for LLMLingua-2 a
+    token-classification ``compression.model`` (a local folder is checked now; a hub id when it is
+    loaded), for the API compressor an ``endpoint``."""
+    method, model = compression.get("method"), compression.get("model")
+    if method == "llmlingua2":
+        looks_local = model is not None and (Path(model).exists() or model.startswith((".", "/", "~")))
+        if model is None or (looks_local and not is_token_classifier(model_architectures(model))):
+            raise VariantUnavailable(f"variant {variant!r} is unavailable: {classifier_error(model)}")
+    if method == "api" and not compression.get("endpoint"):
+        raise VariantUnavailable(
+            f"variant {variant!r} is unavailable: compression.endpoint is not set; "
+            f"{CompressionConfig.ENDPOINT_HINT}")
