@@ -1,6 +1,7 @@
 # One command for the main job, one for the tests; both set themselves up on a fresh machine.
 #   make demo    set up, fetch data, run the promptintern flow (preset cpu-demo) on Prefect's embedded default
 #   make test    set up, run the default test suite (the slow tests: make test-slow)
+#   make sweep   set up, fetch data, run a sweep of paper variants (VARIANTS=...) and compare them
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup sandbox-tools data demo test test-slow clean-artifacts
+.PHONY: setup sandbox-tools data demo sweep test test-slow clean-artifacts
 
 setup: $(VENV)/.installed sandbox-tools
 
@@ -33,7 +34,12 @@ data: setup
 	$(PY) -m promptintern.data fetch
 
 demo: setup data
-	$(PY) -m flows.promptintern --preset $(PRESET)
+	$(PY) -m flows.dag --preset $(PRESET)
+
+# a sweep of paper variants, in-process (no server): one comparison table + plot under artifacts/sweeps/
+VARIANTS ?= promptintern no-example-absorption direct-template-kshot direct-no-template
+sweep: setup data
+	$(PY) -m flows.sweep --preset $(PRESET) $(foreach v,$(VARIANTS),--variant $(v))
 
 test: setup
 	$(PY) -m pytest

@@ -205,8 +205,18 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Per-dataset settings of a preset, applied before the user's overrides: the paper uses k 10-5-0,
+# but 5-2-0 on MBPP (its prompts carry whole programs).
+DATASET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {"mbpp": {"schedule": {"k0": 5}}},
+}
+
+
 def preset(name: str, overrides: dict[str, Any] | None = None) -> RunConfig:
     """A preset, with nested ``overrides`` applied on top (dict keys mirror RunConfig's fields)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; allowed: {sorted(PRESETS)}")
-    return RunConfig.model_validate(_merge(PRESETS[name], overrides or {}))
+    overrides = overrides or {}
+    dataset = overrides.get("dataset", PRESETS[name].get("dataset", "nl2bash"))
+    base = _merge(PRESETS[name], DATASET_DEFAULTS.get(name, {}).get(dataset, {}))
+    return RunConfig.model_validate(_merge(base, overrides))

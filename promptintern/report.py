@@ -123,3 +123,138 @@ def write_run_report(root: Path, cfg, eval_dirs: dict[str, str], stage_dirs: Seq
                                                       "stages": stages}, indent=2))
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
     return {"run_dir": str(run_dir), "rows": rows, "markdown": md, "metrics": metrics}
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine-readable rows (Prefect table artifacts) and the sweep's comparison of variants
+# ---------------------------------------------------------------------------------------------
+
+
+def summary_rows(metrics: Sequence[dict], variant: str | None = None) -> list[dict]:
+    """One numeric row per benchmark: what a UI table shows and what a sweep compares."""
+    return [{
+        "variant": variant or "",
+        "method": m["label"],
+        "prompt form": m.get("prompt_form", ""),
+        "metric": m["metric"],
+        "value": round(float(m[m["metric"]]), 4),
+        "exact match": round(float(m.get("exact_match", float("nan"))), 4),
+        "input tokens / query": round(float(m["input_tokens_per_query"]), 2),
+        "s / instance": round(float(m["seconds_per_instance"]), 4),
+        "test rows": m.get("n"),
+        "scoring": scoring(m),
+    } for m in metrics]
+
+
+def scoring(m: dict) -> str:
+    """How a benchmark's main number was scored, for the provenance of tables built from rows."""
+    if "sacrebleu_signature" in m:
+        return f"sacrebleu {m['sacrebleu_signature']}"
+    if "sandbox" in m:
+        return f"pass@1, greedy, sandbox {m['sandbox']['mode']}"
+    return f"{m['metric']}, greedy"
+
+
+def variant_group(name: str) -> str:
+    """The paper's table a variant belongs to."""
+    if name.startswith("promptintern"):
+        return "PromptIntern"
+    if name.startswith(("no-", "schedule-", "bank-")):
+        return "ablation"
+    if name.startswith("direct-"):
+        return "direct fine-tuning"
+    return "prompt compression"
+
+
+SWEEP_COLUMNS = ("group", "variant", "prompt form", "metric", "input tokens / query",
+                 "fewer tokens than full prompt", "s / instance", "speed-up vs full prompt", "status")
+
+
+def comparison_rows(runs: Sequence[dict]) -> list[dict]:
+    """The sweep's table (the layout of the paper's Tables 1-6): one row per variant.
+
+    ``runs``: ``{"variant", "status", "rows": summary_rows(...) or [], "reason": str}``. The
+    fine-tuned model's row of each run is the variant's; the first run that also benchmarked the
+    base model with the full prompt gives the reference row that ratios are taken against.
+    """
+    baselines = [r for run in runs for r in run.get("rows", []) if r["method"] == "base-full-prompt"]
+    # the fullest prompt any run benchmarked (a variant without shots benchmarks the template alone)
+    reference = max(baselines, key=lambda r: r["input tokens / query"], default=None)
+    table = []
+    if reference is not None:
+        table.append(_comparison_row("reference", "base model, full prompt", reference, reference, "reference"))
+    for run in runs:
+        tuned = next((r for r in run.get("rows", []) if r["method"] == "promptintern"), None)
+        if tuned is None:
+            table.append({"group": variant_group(run["variant"]), "variant": run["variant"],
+                          "status": f"{run['status']}: {run.get('reason', '')}".strip(": ")})
+        else:
+            table.append(_comparison_row(variant_group(run["variant"]), run["variant"], tuned, reference, run["status"]))
+    return table
+
+
+def _comparison_row(group: str, variant: str, row: dict, reference: dict | None, status: str) -> dict:
+    tokens, seconds = row["input tokens / query"], row["s / instance"]
+    return {
+        "group": group,
+        "variant": variant,
+        "prompt form": row["prompt form"],
+        "metric": f"{row['metric']} {row['value']:.2f}",
+        "value": row["value"],
+        "input tokens / query": tokens,
+        "fewer tokens than full prompt": f"{reference['input tokens / query'] / tokens:.1f}x" if reference and tokens else "",
+        "s / instance": seconds,
+        "speed-up vs full prompt": f"{reference['s / instance'] / seconds:.2f}x" if reference and seconds else "",
+        "status": status,
+    }
+
+
+def plot_metric_vs_tokens(table: Sequence[dict], path: Path, title: str) -> Path:
+    """Scatter of the task metric against input tokens per query (log x), one labelled point per
+    variant, as a PNG at ``path``. Rows without a measured value (skipped, failed) are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    points = [r for r in table if isinstance(r.get("value"), (int, float)) and r.get("input tokens / query")]
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    groups = sorted({r["group"] for r in points})
+    for group in groups:
+        mine = [r for r in points if r["group"] == group]
+        ax.scatter([r["input tokens / query"] for r in mine], [r["value"] for r in mine], label=group, s=36)
+    at: dict[tuple[float, float], list[str]] = {}  # variants on one point share one label
+    for r in points:
+        at.setdefault((r["input tokens / query"], r["value"]), []).append(r["variant"])
+    for (x, y), names in at.items():
+        ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
+    metric = points[0]["metric"].split()[0] if points else "metric"
+    ax.set_xscale("log")
+    ax.set_xlabel("input tokens per query (log scale)")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    if groups:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_sweep_report(root: Path, runs: Sequence[dict], provenance: dict) -> dict:
+    """The sweep's comparison table (Markdown, CSV, JSON) and plot under ``<root>/sweeps/<time>-<hash>/``."""
+    from promptintern.artifacts import stable_hash
+
+    table = comparison_rows(runs)
+    sweep_dir = root / "sweeps" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{stable_hash([runs, provenance], 8)}"
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    md = f"{markdown_table(table, SWEEP_COLUMNS)}\n\nHow these numbers were made:\n{provenance_lines(provenance)}\n"
+    (sweep_dir / "comparison.md").write_text(md)
+    (sweep_dir / "comparison.csv").write_text(csv_table(table, SWEEP_COLUMNS))
+    (sweep_dir / "comparison.json").write_text(json.dumps({"table": table, "runs": list(runs),
+                                                           "provenance": provenance}, indent=2))
+    plot = plot_metric_vs_tokens(table, sweep_dir / "metric_vs_tokens.png",
+                                 f"{provenance.get('dataset', '')} · {provenance.get('model', '')}")
+    return {"sweep_dir": str(sweep_dir), "table": table, "markdown": md, "plot": str(plot)}

@@ -10,7 +10,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# transformers resolves its names lazily on first access, and two task threads doing that at once
+# race (seen in a fresh flow-run process: "ImportError: cannot import name 'AutoTokenizer' from
+# 'transformers'" while two stage shards were submitted together). Resolve them here, in one thread.
+from transformers import (  # noqa: F401
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    DynamicCache,
+    PreTrainedTokenizerFast,
+    get_linear_schedule_with_warmup,
+)
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.logging import get_run_logger
 
 from promptintern import pipeline
@@ -18,6 +32,7 @@ from promptintern.config import CompressionConfig, EvalSettings, LoraSettings, R
 from promptintern.models import prepare_model
 from promptintern.schedule import StageSpec
 from tasks.caching import folder_cache_key, materialize
+from tasks.locking import FlockLockManager
 
 # Library modules each box runs: their source is part of the box's cache key.
 _BASE = ("promptintern.pipeline", "promptintern.artifacts", "tasks.caching")
@@ -25,7 +40,9 @@ CODE = {
     "models": ("promptintern.models",) + _BASE,
     "datasets": ("promptintern.datasets.base", "promptintern.datasets.nl2bash",
                  "promptintern.datasets.mbpp", "promptintern.prompts") + _BASE,
-    "templates": ("promptintern.compress", "promptintern.prompts") + _BASE,
+    "templates": ("promptintern.compress", "promptintern.compress_llmlingua2",
+                  "promptintern.compress_selective_context", "promptintern.compress_api",
+                  "promptintern.prompts") + _BASE,
     "banks": ("promptintern.retrieve",) + _BASE,
     "shards": ("promptintern.shards", "promptintern.prompts", "promptintern.schedule",
                "promptintern.export") + _BASE,
@@ -38,9 +55,11 @@ CODE = {
 
 
 def _cached(kind: str, **options):
-    """@task with the folder cache for ``kind``; persist_result follows from the cache key fn."""
-    return task(cache_key_fn=folder_cache_key(kind, CODE[kind]), persist_result=True,
-                name=options.pop("name", kind), **options)
+    """@task with the folder cache for ``kind``, SERIALIZABLE: concurrent runs that need the same
+    folder (the variants of a sweep) wait for the first to build it, then read it as ``Cached``."""
+    policy = CacheKeyFnPolicy(cache_key_fn=folder_cache_key(kind, CODE[kind])).configure(
+        lock_manager=FlockLockManager(), isolation_level="SERIALIZABLE")
+    return task(cache_policy=policy, persist_result=True, name=options.pop("name", kind), **options)
 
 
 def _path(root: str, rel: str | None) -> Path | None:
@@ -108,14 +127,17 @@ def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir
     """LoRA fine-tuning on one stage's shard, starting from the previous stage's adapter."""
     params = dict(locals())
     logger = get_run_logger()
+    progress = create_progress_artifact(0.0, description=f"stage {stage}: LoRA optimizer steps done (%)")
 
     def on_step(step: int, total: int, loss: float) -> None:
         if step == 1 or step == total or step % max(1, total // 10) == 0:
             logger.info("stage %d step %d/%d loss %.4f", stage, step, total, loss)
+            update_progress_artifact(progress, 100.0 * step / total)
 
     rel = materialize("adapters", CODE["adapters"], params, lambda out: pipeline.train(
         _path(root, model_dir), _path(root, shard_dir), _path(root, init_adapter_dir), lora, train,
         stage, out, on_step=on_step))
+    update_progress_artifact(progress, 100.0)  # also when another run had built the folder meanwhile
     _log_json(f"stage {stage}", Path(root) / rel)
     return rel
 

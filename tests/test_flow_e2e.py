@@ -37,7 +37,7 @@ def _task_states(flow_run_id) -> dict[str, list[str]]:
 
 
 def _run(cfg, root):
-    from flows.promptintern import promptintern
+    from flows.dag import promptintern
 
     state = promptintern(config=cfg, artifact_root=str(root), return_state=True)
     return state.result(), _task_states(state.state_details.flow_run_id)
@@ -150,7 +150,7 @@ def test_a_local_model_folder_works_as_model(prefect_harness, tiny_model_dir, ti
 
 
 def test_a_paper_variant_is_a_parameterization_of_the_same_flow(prefect_harness, tiny_data_dir, tmp_path):
-    from flows.promptintern import promptintern
+    from flows.dag import promptintern
 
     state = promptintern(preset="tiny", variant="direct-template-0.6-halfk",
                          overrides={"data_dir": str(tiny_data_dir), "eval": {"test_subset": 2}},

@@ -77,3 +77,15 @@ def test_api_compression_unavailable_without_an_endpoint():
                                                  r"is not set.*--set compression.endpoint="):
         variant_config("gpt4-compression-0.3", "tiny")
     assert issubclass(VariantUnavailable, ValueError)
+
+
+def test_the_paper_preset_uses_k_5_2_0_on_mbpp_and_10_5_0_elsewhere():
+    from promptintern.config import preset
+
+    def ks(cfg):
+        return [s.k for s in cfg.schedule.stages()]
+
+    assert ks(preset("paper")) == [10, 5, 0]
+    assert ks(preset("paper", {"dataset": "mbpp"})) == [5, 2, 0]
+    assert ks(preset("paper", {"dataset": "mbpp", "schedule": {"k0": 8}})) == [8, 4, 0]  # the user wins
+    assert ks(variant_config("promptintern", "paper", {"dataset": "mbpp"})) == [5, 2, 0]

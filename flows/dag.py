@@ -1,8 +1,8 @@
 """The ``promptintern`` flow: one run of the PromptIntern DAG, from data to a results table.
 
-    python -m flows.promptintern                          # preset cpu-demo (the README's main job)
-    python -m flows.promptintern --preset tiny            # seconds, on the locally built model
-    python -m flows.promptintern --preset cpu-demo --set schedule.k0=2 --set train_subset=64
+    python -m flows.dag                          # preset cpu-demo (the README's main job)
+    python -m flows.dag --preset tiny            # seconds, on the locally built model
+    python -m flows.dag --preset cpu-demo --set schedule.k0=2 --set train_subset=64
 
 Runs on Prefect's embedded default (no server needed); every box is a cached task, so a second
 run with the same parameters recomputes nothing and a changed parameter recomputes only what
@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
 from promptintern.config import CompressionConfig, RunConfig, preset as load_preset
 from promptintern.data import dataset_digest
 from promptintern.models import model_fingerprint
-from promptintern.report import write_run_report
+from promptintern.report import summary_rows, write_run_report
 from promptintern.variants import variant_config
 from tasks.steps import (
     benchmark_task,
@@ -46,32 +48,53 @@ VERBATIM = CompressionConfig(method="none")
 
 
 def resolve_config(preset: str, overrides: dict[str, Any] | None, config: RunConfig | dict | None,
-                   variant: str | None = None) -> RunConfig:
-    """A full config wins; else the preset, the variant's settings, then the overrides."""
+                   variant: str | None = None, dataset: str | None = None,
+                   model: str | None = None) -> RunConfig:
+    """A full config wins; else the preset, the variant's settings, then the overrides, with
+    ``dataset`` / ``model`` as shorthands for those two keys (an override of the same key wins)."""
     if config is not None:
         return config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
+    shorthands = {key: value for key, value in (("dataset", dataset), ("model", model)) if value}
+    overrides = {**shorthands, **(overrides or {})}
     if variant:
         return variant_config(variant, preset, overrides)
     return load_preset(preset, overrides)
 
 
+def artifact_slug(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-") or "run"
+
+
 @task(name="report")
 def report_task(root: str, cfg: RunConfig, eval_dirs: dict[str, str], stage_dirs: list[str],
-                template_dirs: dict[float, str | None]) -> dict:
-    """Collect the benchmark folders into one table (Markdown + CSV + JSON) under runs/.
+                template_dirs: dict[float, str | None], variant: str | None = None) -> dict:
+    """Collect the benchmark folders into one table (Markdown + CSV + JSON) under runs/, and
+    publish it to the Prefect UI: a table artifact, the Markdown report, a link to the folder.
 
-    Uncached on purpose: every run gets its own report folder and log lines."""
+    Uncached on purpose: every run gets its own report folder, log lines and UI artifacts."""
     result = write_run_report(Path(root), cfg, eval_dirs, stage_dirs, template_dirs)
+    result["variant"] = variant
+    result["summary"] = summary_rows(result["metrics"], variant)
+    name = artifact_slug(f"{variant or 'custom'}-{cfg.dataset}")
+    create_table_artifact(result["summary"], key=f"results-{name}",
+                          description=f"promptintern results, {variant or 'custom config'} on {cfg.dataset}")
+    create_markdown_artifact(f"# promptintern: {variant or 'custom config'}\n\n{result['markdown']}",
+                             key=f"report-{name}", description="results table and how it was made")
+    create_link_artifact(Path(result["run_dir"]).as_uri(), link_text=result["run_dir"], key=f"folder-{name}",
+                         description="this run's report folder (results.md / .csv / .json, config.json)")
     get_run_logger().info("results (%s):\n%s", result["run_dir"], result["markdown"])
     return result
 
 
 @flow(name="promptintern", log_prints=True)
-def promptintern(preset: str = "cpu-demo", variant: str | None = None, overrides: dict[str, Any] | None = None,
+def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: str | None = None,
+                 model: str | None = None, overrides: dict[str, Any] | None = None,
                  config: RunConfig | None = None, artifact_root: str = "artifacts") -> dict:
-    """Run the DAG for one configuration: a preset, optionally a paper variant
-    (``promptintern.variants``), plus overrides; or a full RunConfig."""
-    cfg = resolve_config(preset, overrides, config, variant)
+    """Run the DAG for one configuration: a preset (tiny | cpu-demo | paper), optionally a paper
+    variant (``promptintern.variants``), dataset / model shorthands, plus nested overrides
+    (``{"schedule": {"k0": 4}}``); or a full RunConfig."""
+    cfg = resolve_config(preset, overrides, config, variant, dataset, model)
     root = str((Path(artifact_root) if Path(artifact_root).is_absolute() else REPO_ROOT / artifact_root).resolve())
     opts = {"result_storage": Path(root)}
     stages = cfg.schedule.stages()
@@ -114,7 +137,7 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, overrides
     if cfg.eval.baseline_full_prompt:
         evals["base-full-prompt"] = benchmark_task.with_options(**opts)(
             root, model, dataset, templates[1.0], bank, cfg.schedule.k0, cfg.eval, "base-full-prompt")
-    return report_task(root, cfg, evals, stage_dirs, {t: r for t, r in templates.items() if r})
+    return report_task(root, cfg, evals, stage_dirs, {t: r for t, r in templates.items() if r}, variant)
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -137,19 +160,22 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.promptintern", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m flows.dag", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu-demo", help="tiny | cpu-demo | paper")
     parser.add_argument("--variant", default=None, help="a paper baseline / ablation (promptintern.variants)")
+    parser.add_argument("--dataset", default=None, help="nl2bash | mbpp | nl2f (default: the preset's)")
+    parser.add_argument("--model", default=None, help="tiny | smollm2-135m | a local HF folder | a hub id")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set schedule.k0=2 (repeatable)")
     parser.add_argument("--artifact-root", default="artifacts")
     args = parser.parse_args(argv)
     overrides = _parse_set(args.set)
-    resolve_config(args.preset, overrides, None, args.variant)  # a bad key fails here, before Prefect starts
+    # a bad key fails here, before Prefect starts
+    resolve_config(args.preset, overrides, None, args.variant, args.dataset, args.model)
     started = time.time()
-    result = promptintern(preset=args.preset, variant=args.variant, overrides=overrides,
-                          artifact_root=args.artifact_root)
+    result = promptintern(preset=args.preset, variant=args.variant, dataset=args.dataset, model=args.model,
+                          overrides=overrides, artifact_root=args.artifact_root)
     print(result["markdown"])
     print(f"wall time {time.time() - started:.0f} s; results in {result['run_dir']}")
     return 0
