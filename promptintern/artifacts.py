@@ -6,11 +6,22 @@ keys mean equal contents and a folder can be reused by any run that asks for the
 
 A folder is built in ``<root>/<kind>/.partial-<key>/`` and renamed into place only once complete,
 with its manifest (inputs, file sizes and sha256, versions, wall time) written last. A folder
-whose manifest is missing or disagrees with the files is not complete: it is a cache miss.
+whose manifest is missing, unreadable, names another key, or disagrees with the files (deleted,
+truncated or edited: every file's sha256 is checked) is not complete: it is a cache miss.
+
+A build that fails leaves nothing at the final path. Its partial folder is removed too, unless it
+holds resumable state (a training ``checkpoint/``, see ``RESUMABLE_STATE``): bad input fails the
+same way on every rerun and a half-written shard is worth nothing, but an interrupted or
+out-of-memory training run resumes from its last checkpoint.
+
+``resource_errors(what, path)`` turns "disk full" and "out of memory" into a ``ResourceExhausted``
+whose message says what ran out, during what, where, and what to change; the build wraps every
+box in it, and the pipeline's boxes add what they know (which stage, which batch size).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import importlib.metadata
@@ -18,12 +29,17 @@ import inspect
 import json
 import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 MANIFEST = "manifest.json"
+# Entries of a partial folder that a rerun can resume from (promptintern.train's CHECKPOINT and
+# CHECKPOINT_PREV, each a whole checkpoint): a failed build that holds one keeps its partial
+# folder, every other failed build removes it.
+RESUMABLE_STATE = ("checkpoint", "checkpoint.old")
 # Dependencies whose version can change what an artifact holds.
 TRACKED_PACKAGES = ("torch", "transformers", "peft", "llmlingua", "sacrebleu", "pyarrow", "tokenizers")
 
@@ -84,23 +100,114 @@ def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def is_complete(folder: Path) -> bool:
-    """True when the folder's manifest exists and every listed file has its recorded size and hash."""
+    """True when the folder's manifest is readable, names this folder's key, and every listed file
+    has its recorded size and sha256. Anything else (no manifest, invalid JSON, a manifest of
+    another key, a missing, truncated or edited file) is False, never an exception."""
     manifest = folder / MANIFEST
     if not manifest.is_file():
         return False
     try:
-        files = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError):
-        return False
-    for rel, meta in files.items():
-        path = folder / rel
-        if not path.is_file() or path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        files = data["files"]
+        if data.get("key") != folder.name or not isinstance(files, dict):
             return False
+        for rel, meta in files.items():
+            path = folder / rel
+            if Path(rel).is_absolute() or ".." in Path(rel).parts or not path.is_file():
+                return False
+            if path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable, not JSON, wrong shape
+        return False
     return True
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     return json.loads((folder / MANIFEST).read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# disk full, out of memory
+# ---------------------------------------------------------------------------------------------
+
+_DISK_FULL = {errno.ENOSPC: "ENOSPC", errno.EDQUOT: "EDQUOT"}
+# torch's CPU allocator and CUDA report exhaustion as RuntimeError subclasses with these words
+_OOM_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+class ResourceExhausted(RuntimeError):
+    """The disk or the memory ran out. ``resource`` is "disk" or "memory"; the message says what
+    ran out, during what, where, and what to change; the original error is its ``__cause__``."""
+
+    def __init__(self, message: str, resource: str):
+        super().__init__(message)
+        self.resource = resource
+
+
+def _disk_full_code(err: BaseException) -> str | None:
+    if not isinstance(err, OSError):
+        return None
+    if err.errno in _DISK_FULL:
+        return _DISK_FULL[err.errno]
+    text = str(err)  # pyarrow's IOError carries the errno only in its text
+    if "No space left on device" in text:
+        return "ENOSPC"
+    return "EDQUOT" if "Disk quota exceeded" in text else None
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # never import torch just to look
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(err, oom):
+        return True
+    return isinstance(err, RuntimeError) and any(w in str(err).lower() for w in _OOM_WORDS)
+
+
+def _mount_point(path: Path) -> Path:
+    path = Path(path).resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def _free_space(path: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(path).free / 2**20:.0f} MiB"
+    except OSError:
+        return "unknown"
+
+
+@contextmanager
+def resource_errors(what: str, path: str | Path | None = None, memory_hint: str = "") -> Iterator[None]:
+    """Re-raise disk-full and out-of-memory errors as ``ResourceExhausted`` with a message that
+    says what ran out while doing ``what`` (a phrase: "writing the stage 2 shard"), where
+    (``path``, else the error's file name) and what to do: free space on the file system / follow
+    ``memory_hint`` ("lower train.batch_size or train.max_seq_len"). Other errors pass untouched."""
+    try:
+        yield
+    except ResourceExhausted:
+        raise
+    except BaseException as err:
+        code = _disk_full_code(err)
+        if code is not None:
+            where = Path(path or err.filename or ".")
+            mount = _mount_point(where)
+            raise ResourceExhausted(
+                f"disk full ({code}) while {what} to {where}: free space on {mount} "
+                f"({_free_space(mount)} free now) and rerun", "disk") from err
+        if _out_of_memory(err):
+            hint = f": {memory_hint}" if memory_hint else ": free memory or use a smaller configuration"
+            raise ResourceExhausted(f"out of memory during {what} ({type(err).__name__}){hint}",
+                                    "memory") from err
+        raise
+
+
+def holds_resumable_state(work: Path) -> bool:
+    return any((work / name).exists() for name in RESUMABLE_STATE)
 
 
 class ArtifactStore:
@@ -130,26 +237,37 @@ class ArtifactStore:
     def build(self, kind: str, key: str, inputs: dict[str, Any]) -> Iterator[Path]:
         """Build ``kind/key`` atomically: write into the yielded folder; on success it is renamed.
 
-        On an exception the partial folder stays for a resume (training checkpoints live there)
-        and nothing appears at the final path.
+        On an exception nothing appears at the final path, and the partial folder is removed
+        unless it holds resumable state (training checkpoints live there). Disk-full and
+        out-of-memory errors arrive as ``ResourceExhausted``, saying that nothing was published.
         """
         final = self.path(kind, key)
         work = self.partial_dir(kind, key)
-        work.mkdir(parents=True, exist_ok=True)
         start = time.time()
-        yield work
-        manifest = {
-            "kind": kind,
-            "key": key,
-            "inputs": _jsonable(inputs),
-            "versions": package_versions(),
-            "wall_seconds": round(time.time() - start, 3),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "files": _file_table(work),
-        }
-        tmp_manifest = work / (MANIFEST + ".tmp")
-        tmp_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        os.replace(tmp_manifest, work / MANIFEST)
+        try:
+            with resource_errors(f"building {kind}/{key}", work):
+                work.mkdir(parents=True, exist_ok=True)
+                yield work
+            with resource_errors(f"writing the manifest of {kind}/{key}", work):
+                manifest = {
+                    "kind": kind,
+                    "key": key,
+                    "inputs": _jsonable(inputs),
+                    "versions": package_versions(),
+                    "wall_seconds": round(time.time() - start, 3),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "files": _file_table(work),
+                }
+                tmp_manifest = work / (MANIFEST + ".tmp")
+                tmp_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+                os.replace(tmp_manifest, work / MANIFEST)
+        except BaseException as err:
+            if not holds_resumable_state(work):
+                shutil.rmtree(work, ignore_errors=True)
+            if isinstance(err, ResourceExhausted):
+                kept = f"; {self.rel(work)} is kept to resume from" if work.exists() else ""
+                err.args = (f"{err.args[0]}; nothing was published at {kind}/{key}{kept}",)
+            raise
         if final.exists():  # a stale or concurrent copy: the complete one wins, else replace it
             if is_complete(final):
                 shutil.rmtree(work)

@@ -166,6 +166,16 @@ class RunConfig(_Strict):
             raise ValueError("model must name 'smollm2-135m', 'tiny', a folder or a hub id")
         return value
 
+    @model_validator(mode="after")
+    def _test_split_exists(self) -> RunConfig:
+        from promptintern.datasets import TASKS
+
+        splits = TASKS[self.dataset].splits
+        if self.eval.test_split not in splits:
+            raise ValueError(f"eval.test_split={self.eval.test_split!r}: dataset {self.dataset!r} has no "
+                             f"such split; allowed: {list(splits)}")
+        return self
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {

@@ -94,8 +94,18 @@ def model_fingerprint(spec: str) -> str:
                 digest.update(sha256_file(path).encode())
         return f"folder:{digest.hexdigest()[:16]}"
     if Path(spec).exists() or spec.startswith((".", "/", "~")):
-        raise ModelError(f"model {spec!r}: not a model folder (no config.json there)")
+        raise ModelError(not_a_model_folder(spec))
     return f"hub:{spec}"
+
+
+def not_a_model_folder(spec: str) -> str:
+    """What is wrong with a path-like model spec, and what ``model`` accepts."""
+    path = Path(spec).expanduser()
+    problem = ("does not exist" if not path.exists() else
+               "is not a folder" if not path.is_dir() else "has no config.json (not a Hugging Face model folder)")
+    return (f"model {spec!r}: {path} {problem}; model must be one of {list(BUILTIN_MODELS)}, "
+            f"a local Hugging Face model folder (with config.json), or a hub id such as "
+            f"HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,10 +157,7 @@ def _copy_hf_model(spec: str, out_dir: Path) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
     if not is_local_model(spec) and (Path(spec).exists() or spec.startswith((".", "/", "~"))):
-        raise ModelError(
-            f"model {spec!r}: not a model folder (expected a folder with config.json); "
-            f"use one of {BUILTIN_MODELS}, a local HF folder, or a hub id"
-        )
+        raise ModelError(not_a_model_folder(spec))
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec)
         classifier = is_token_classifier(AutoConfig.from_pretrained(spec).architectures)
@@ -161,9 +168,17 @@ def _copy_hf_model(spec: str, out_dir: Path) -> Path:
             f"model {spec!r} could not be loaded ({err.__class__.__name__}: {err}). Offline, only "
             f"{BUILTIN_MODELS}, local folders and models already in the HF cache work."
         ) from err
+    if not classifier and tokenizer.pad_token is None and tokenizer.eos_token is None:
+        raise ModelError(no_pad_token(spec))
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def no_pad_token(model: str | Path) -> str:
+    return (f"the tokenizer of model {str(model)!r} has neither a pad token nor an EOS token: batches "
+            f"cannot be padded and generation cannot stop. Set pad_token (and eos_token) in its "
+            f"tokenizer_config.json / special_tokens_map.json, or use another model")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,13 +261,16 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, vocab_size: int = 384) 
 
 
 def load_tokenizer(model_dir: str | Path):
-    """Load a tokenizer; one without a pad token gets its EOS as pad (left-padding safe)."""
+    """Load a tokenizer. One without a pad token gets its EOS token as pad, as the Hugging Face
+    examples and TRL do (many causal LMs, Llama and GPT-2 among them, ship without one). That is
+    safe here: padded positions get attention 0 and label -100 in training, generation pads on
+    the left, and the target's own EOS is kept as a label. Neither pad nor EOS: ``ModelError``."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ModelError(f"tokenizer in {model_dir} has neither a pad nor an EOS token")
+            raise ModelError(no_pad_token(model_dir))
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 

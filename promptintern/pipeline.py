@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from promptintern.artifacts import resource_errors
 from promptintern.config import CompressionConfig, EvalSettings, LoraSettings, RetrievalConfig, TrainSettings
-from promptintern.datasets import Example, get_task
+from promptintern.datasets import DataError, Example, get_task
 from promptintern.prompts import Template, render_prompt
 from promptintern.schedule import StageSpec
 
@@ -45,23 +46,29 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
     rows in the split's own order, so every run and variant is scored on the same rows.
     """
     task = get_task(task_name)
+    if test_split not in task.splits:
+        raise DataError(f"eval.test_split={test_split!r}: dataset {task_name!r} has no such split; "
+                        f"allowed: {list(task.splits)}")
     train = task.load(data_dir, "train")
     test = task.load(data_dir, test_split)
-    for name, size, split in (("train_subset", train_subset, train), ("eval.test_subset", test_subset, test)):
+    for name, size, split_name, split in (("train_subset", train_subset, "train", train),
+                                          ("eval.test_subset", test_subset, test_split, test)):
         if size is not None and size > len(split):
-            raise ValueError(f"{name}={size} is larger than the split ({len(split)} rows)")
+            raise DataError(f"{name}={size} is larger than the {split_name!r} split of {task_name!r} "
+                            f"({len(split)} rows): set {name} to at most {len(split)}, or to null for all rows")
     if train_subset is not None:
         order = list(range(len(train)))
         random.Random(seed).shuffle(order)
         train = [train[i] for i in sorted(order[:train_subset])]
     if test_subset is not None:
         test = test[:test_subset]
-    write_examples(out / "train.jsonl", train)
-    write_examples(out / "test.jsonl", test)
-    (out / "template.json").write_text(task.template.model_dump_json(indent=2))
     info = {"task": task_name, "train_rows": len(train), "test_rows": len(test),
             "test_split": test_split, "seed": seed}
-    (out / "info.json").write_text(json.dumps(info, indent=2))
+    with resource_errors(f"writing the {task_name} dataset rows", out):
+        write_examples(out / "train.jsonl", train)
+        write_examples(out / "test.jsonl", test)
+        (out / "template.json").write_text(task.template.model_dump_json(indent=2))
+        (out / "info.json").write_text(json.dumps(info, indent=2))
     return info
 
 
@@ -83,11 +90,13 @@ def compress(dataset_dir: Path, tau: float, cfg: CompressionConfig, compressor_d
     from promptintern.compress import compress_template
 
     task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
-    result = compress_template(load_template(dataset_dir), tau, method=cfg.method,
-                               model_dir=compressor_dir, question=task.description,
-                               endpoint=cfg.endpoint, api_model=cfg.api_model,
-                               api_key_env=cfg.api_key_env, api_timeout_s=cfg.api_timeout_s)
-    (out / "template.txt").write_text(result.text, encoding="utf-8")
+    with resource_errors(f"compressing the template to tau={tau} with {cfg.method}", out,
+                         memory_hint="free memory, or set compression.model to a smaller scoring model"):
+        result = compress_template(load_template(dataset_dir), tau, method=cfg.method,
+                                   model_dir=compressor_dir, question=task.description,
+                                   endpoint=cfg.endpoint, api_model=cfg.api_model,
+                                   api_key_env=cfg.api_key_env, api_timeout_s=cfg.api_timeout_s)
+        (out / "template.txt").write_text(result.text, encoding="utf-8")
     stats = {"tau": tau, "method": result.method, "rate_requested": result.rate_requested,
              "rate_achieved": result.rate_achieved, "tokens_before": result.tokens_before,
              "tokens_after": result.tokens_after, "compressor_model": str(compressor_dir.name)}
@@ -114,9 +123,12 @@ def bank(dataset_dir: Path, k: int, cfg: RetrievalConfig, seed: int, out: Path) 
     test = read_examples(dataset_dir / "test.jsonl")
     k = min(k, len(train) - 1)
     queries = [r.query for r in train]
-    train_bank = build_bank(queries, k, scorer=cfg.scorer, bank_fraction=cfg.bank_fraction, seed=seed)
-    np.save(out / "train_neighbors.npy", train_bank.neighbors)
-    np.save(out / "test_neighbors.npy", retrieve_for([r.query for r in test], queries, k, scorer=cfg.scorer))
+    with resource_errors(f"building the {cfg.scorer} retrieval bank over {len(train)} rows", out,
+                         memory_hint="use fewer rows (train_subset), retrieval.bank_fraction < 1 "
+                                     "or retrieval.scorer=bm25"):
+        train_bank = build_bank(queries, k, scorer=cfg.scorer, bank_fraction=cfg.bank_fraction, seed=seed)
+        np.save(out / "train_neighbors.npy", train_bank.neighbors)
+        np.save(out / "test_neighbors.npy", retrieve_for([r.query for r in test], queries, k, scorer=cfg.scorer))
     stats = {"k": k, "scorer": cfg.scorer, "bank_fraction": cfg.bank_fraction,
              "pool_size": train_bank.pool_size, "train_rows": len(train), "test_rows": len(test)}
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
@@ -132,6 +144,26 @@ def load_neighbors(bank_dir: Path | None, split: str) -> np.ndarray | None:
 # ---------------------------------------------------------------------------------------------
 
 
+def check_template_fits(template_text: str, tokenizer, model_dir: Path, what: str) -> int:
+    """The template's token count; a ValueError when it alone fills the model's context.
+
+    Rows longer than ``train.max_seq_len`` lose prompt tokens from the left (the query survives,
+    see ``promptintern.train.encode_row``), but a template that is longer than the whole context
+    cannot appear in any prompt: the run would train and infer on a fragment of it while
+    reporting it whole. That is an error, raised before any training."""
+    from promptintern.models import model_context_length
+
+    n = len(tokenizer(template_text, add_special_tokens=False)["input_ids"]) if template_text else 0
+    context = model_context_length(model_dir)
+    if n >= context:
+        raise ValueError(
+            f"{what}: the template is {n} tokens, but the model {model_dir.name} has a context of "
+            f"{context} tokens (max_position_embeddings in its config.json), so no prompt that carries "
+            f"it fits. Compress it (schedule.tau0 below 1), shorten the task template, or use a model "
+            f"with a longer context (--set model=...)")
+    return n
+
+
 def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, spec: StageSpec,
           model_dir: Path, out: Path) -> dict:
     """One stage's shard (``shard.parquet``) plus the same rows as OpenAI chat fine-tuning JSONL
@@ -145,13 +177,16 @@ def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, s
     train = read_examples(dataset_dir / "train.jsonl")
     template_stats = json.loads((template_dir / "stats.json").read_text()) if template_dir else {}
     template_text = read_template_text(template_dir)
-    stats = write_shard(
-        out / "shard.parquet", train, train, load_neighbors(bank_dir, "train"), spec,
-        template_text, task.format, load_tokenizer(model_dir),
-        extra_metadata={"template_rate_achieved": template_stats.get("rate_achieved", 0.0 if spec.tau == 0 else 1.0),
-                        "tokenizer": model_dir.name},
-    )
-    shard_to_openai_jsonl(out / "shard.parquet", out / "openai_chat.jsonl", template_text, fmt=task.format)
+    tokenizer = load_tokenizer(model_dir)
+    check_template_fits(template_text, tokenizer, model_dir, f"stage {spec.stage} (tau={spec.tau})")
+    with resource_errors(f"writing the stage {spec.stage} shard", out):
+        stats = write_shard(
+            out / "shard.parquet", train, train, load_neighbors(bank_dir, "train"), spec,
+            template_text, task.format, tokenizer,
+            extra_metadata={"template_rate_achieved": template_stats.get("rate_achieved", 0.0 if spec.tau == 0 else 1.0),
+                            "tokenizer": model_dir.name},
+        )
+        shard_to_openai_jsonl(out / "shard.parquet", out / "openai_chat.jsonl", template_text, fmt=task.format)
     errors = validate_openai_chat_jsonl(out / "openai_chat.jsonl")
     if errors:
         raise ValueError("openai_chat.jsonl breaks the chat fine-tuning format: " + "; ".join(errors[:5]))
@@ -163,23 +198,50 @@ def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, s
 # ---------------------------------------------------------------------------------------------
 
 
+def check_rows_fit_context(model_dir: Path, shard_dir: Path, cfg: TrainSettings) -> None:
+    """A ValueError when ``train.max_seq_len`` lets rows through that are longer than the model's
+    context (positions it was never trained on; models with learned positions crash on them)."""
+    import pyarrow.parquet as pq
+
+    from promptintern.models import model_context_length
+
+    context = model_context_length(model_dir)
+    if cfg.max_seq_len <= context:
+        return
+    lengths = pq.read_table(shard_dir / "shard.parquet", columns=["prompt_tokens", "target_tokens"])
+    longest = max((p + t + 1 for p, t in zip(lengths.column("prompt_tokens").to_pylist(),
+                                             lengths.column("target_tokens").to_pylist())), default=0)
+    if longest > context:
+        raise ValueError(
+            f"train.max_seq_len={cfg.max_seq_len} is above the context of the model {model_dir.name} "
+            f"(max_position_embeddings={context}) and this shard has rows of {longest} tokens: "
+            f"set train.max_seq_len to at most {context}")
+
+
 def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora: LoraSettings,
           cfg: TrainSettings, stage: int, out: Path, on_step=None) -> dict:
     from dataclasses import asdict
 
     from promptintern.train import train_stage
 
-    report = train_stage(model_dir, shard_dir / "shard.parquet", out, lora, cfg, stage,
-                         init_adapter=(init_adapter_dir / "adapter") if init_adapter_dir else None,
-                         on_step=on_step)
+    check_rows_fit_context(model_dir, shard_dir, cfg)
+    with resource_errors(f"LoRA training of stage {stage} at batch_size={cfg.batch_size}, "
+                         f"max_seq_len={cfg.max_seq_len}", out,
+                         memory_hint="lower train.batch_size (raise train.grad_accum to keep the "
+                                     "effective batch) or train.max_seq_len"):
+        report = train_stage(model_dir, shard_dir / "shard.parquet", out, lora, cfg, stage,
+                             init_adapter=(init_adapter_dir / "adapter") if init_adapter_dir else None,
+                             on_step=on_step)
     return {**asdict(report), "tokens_per_second": report.tokens_per_second}
 
 
 def merge(model_dir: Path, adapter_dir: Path, out: Path) -> dict:
     from promptintern.merge import merge_adapter
 
-    check = merge_adapter(model_dir, adapter_dir / "adapter", out)
-    (out / "merge_check.json").write_text(json.dumps(check, indent=2))
+    with resource_errors("merging the adapter into the base model", out,
+                         memory_hint="free memory (merging holds the base model and the merged copy)"):
+        check = merge_adapter(model_dir, adapter_dir / "adapter", out)
+        (out / "merge_check.json").write_text(json.dumps(check, indent=2))
     return check
 
 
@@ -207,13 +269,18 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     if k and (neighbors is None or neighbors.shape[1] < k):
         raise ValueError(f"benchmark {label!r} needs {k} shots but the bank holds fewer")
     template_text = read_template_text(template_dir)
+    from promptintern.models import load_tokenizer
+
+    check_template_fits(template_text, load_tokenizer(model_dir), model_dir, f"benchmark {label!r}")
     prompts = [
         render_prompt(task.format, row.query, template_text,
                       [(train[j].query, train[j].target) for j in neighbors[i, :k][::-1]] if k else [])
         for i, row in enumerate(test)
     ]
-    gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,
-                    batch_size=cfg.batch_size, stop=task.stop)
+    with resource_errors(f"generation for benchmark {label!r} at eval.batch_size={cfg.batch_size}", out,
+                         memory_hint="lower eval.batch_size or eval.max_new_tokens"):
+        gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,
+                        batch_size=cfg.batch_size, stop=task.stop)
     answers = [postprocess(task.name, t) for t in gens.texts]
     scores = score_examples(task.name, answers, test, sandbox={
         "mode": cfg.sandbox, "workers": cfg.sandbox_workers, "timeout_s": cfg.sandbox_timeout_s})

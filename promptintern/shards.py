@@ -65,7 +65,9 @@ def render_rows(
     """
     if k and (neighbors is None or neighbors.shape[1] < k):
         have = 0 if neighbors is None else neighbors.shape[1]
-        raise ValueError(f"the retrieval bank holds {have} neighbors per row; the stage needs k={k}")
+        raise ValueError(f"the retrieval bank holds {have} neighbors per row (at most the training rows "
+                         f"minus one, {len(pool) - 1} here); the stage needs k={k}: lower schedule.k0 "
+                         f"or use more training rows (train_subset)")
     out = []
     for i, row in enumerate(rows):
         shots = [pool[j] for j in neighbors[i, :k]][::-1] if k else []

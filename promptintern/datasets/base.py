@@ -31,21 +31,38 @@ class Example(BaseModel):
     meta: dict[str, Any] = {}
 
 
-def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[dict]:
-    """Yield the objects of a JSONL file; a bad line raises DataError with file:line."""
+def read_jsonl(path: Path, required: tuple[str, ...] = (),
+               types: dict[str, type | tuple[type, ...]] | None = None) -> Iterator[dict]:
+    """Yield the objects of a JSONL file; a bad line raises DataError with file:line.
+
+    Bad means: not UTF-8, not JSON, not a JSON object, missing a ``required`` field, or a field
+    whose value is not of its type in ``types`` (e.g. ``{"nl": str}``: a null query is an error
+    here, not an AttributeError three functions later). Blank lines are skipped."""
     if not path.is_file():
         raise DataError(f"{path}: file not found (run `python -m promptintern.data fetch` first?)")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    types = types or {}
+    with path.open("rb") as fh:  # decoded line by line, so a bad byte is reported at its line
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{lineno}: not UTF-8 (byte {err.start + 1} of the line: {err.reason})") from None
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             missing = [key for key in required if key not in obj]
             if missing:
-                raise DataError(f"{path}:{lineno}: missing field(s) {missing}")
+                raise DataError(f"{path}:{lineno}: missing field(s) {missing}; every row needs {list(required)}")
+            for key, kind in types.items():
+                if key in obj and not isinstance(obj[key], kind):
+                    names = " or ".join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
+                    raise DataError(f"{path}:{lineno}: field {key!r} must be {names}, "
+                                    f"got {type(obj[key]).__name__} ({obj[key]!r:.40})")
             yield obj
 
 
@@ -63,11 +80,15 @@ class Task:
     stop: tuple[str, ...] = ()  # generation stops at the first of these strings
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # where a split's rows come from, for error messages: (data_dir, split) -> "<file> (...)"
+    split_source: Callable[[Path, str], str] | None = None
 
     def load(self, data_dir: str | Path, split: str) -> list[Example]:
         if split not in self.splits:
             raise DataError(f"dataset {self.name!r} has no split {split!r}; allowed: {self.splits}")
         rows = self.load_split(Path(data_dir), split)
         if not rows:
-            raise DataError(f"dataset {self.name!r} split {split!r} in {data_dir} is empty")
+            source = self.split_source(Path(data_dir), split) if self.split_source else str(data_dir)
+            raise DataError(f"{source}: the {split!r} split of dataset {self.name!r} is empty (0 rows); "
+                            f"every split the run reads needs at least one row")
         return rows

@@ -58,7 +58,8 @@ def load_split(data_dir: Path, split: str) -> list[Example]:
     ids = SPLIT_RANGES[split]
     path = data_dir / "mbpp" / "mbpp.jsonl"
     rows = []
-    for obj in read_jsonl(path, required=("task_id", "text", "code", "test_list")):
+    for obj in read_jsonl(path, required=("task_id", "text", "code", "test_list"),
+                          types={"task_id": int, "text": str, "code": str, "test_list": list}):
         if obj["task_id"] not in ids:
             continue
         rows.append(
@@ -87,4 +88,6 @@ TASK = Task(
     default_k0=5,
     stop=("\n```",),
     description="English + asserts -> Python function (MBPP, test = task_id 11-510)",
+    split_source=lambda data_dir, split: (f"{data_dir / 'mbpp' / 'mbpp.jsonl'} (no task_id in "
+                                          f"{SPLIT_RANGES[split].start}-{SPLIT_RANGES[split].stop - 1})"),
 )

@@ -52,11 +52,15 @@ FORMAT = PromptFormat(query_prefix="Task: ", answer_cue="\nCommand:", target_pre
 SPLITS = ("train", "dev", "test")
 
 
+def split_path(data_dir: Path, split: str) -> Path:
+    return data_dir / "nl2bash" / "split" / f"{split}.jsonl"
+
+
 def load_split(data_dir: Path, split: str) -> list[Example]:
-    path = data_dir / "nl2bash" / "split" / f"{split}.jsonl"
     return [
         Example(id=f"{split}-{obj['id']}", query=obj["nl"].strip(), target=obj["cmd"].strip())
-        for obj in read_jsonl(path, required=("id", "nl", "cmd"))
+        for obj in read_jsonl(split_path(data_dir, split), required=("id", "nl", "cmd"),
+                              types={"id": (int, str), "nl": str, "cmd": str})
     ]
 
 
@@ -70,4 +74,5 @@ TASK = Task(
     default_k0=10,
     stop=("\n",),
     description="English -> one-line bash command (NL2Bash, standard split)",
+    split_source=lambda data_dir, split: str(split_path(data_dir, split)),
 )

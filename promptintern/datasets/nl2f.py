@@ -197,4 +197,5 @@ TASK = Task(
     default_k0=5,  # queries carry a table, so shots cost ~3x an NL2Bash shot
     stop=("\n",),
     description="question + table -> spreadsheet formula (NL2Formula, target Formula2)",
+    split_source=lambda data_dir, split: str(data_dir / "nl2f" / f"{split}.json"),
 )
