@@ -7,6 +7,12 @@ The output folder is ``<root>/<kind>/<key>/`` and Prefect's cache record is writ
 deletes its record, so only that task recomputes. A folder that exists but fails its manifest
 check (truncated, edited, half-written) is removed before Prefect looks, so the record inside can
 never vouch for a broken artifact.
+
+``materialize`` builds a folder under a lock of its own (``<kind>/.partial-<key>.lock``, beside the
+folder, released by the OS if the builder dies): the Prefect lock in ``tasks.steps`` already makes a
+second run wait and report ``Cached``, but only for runs that share its lock directory; this one
+holds for every process that shares the artifact root, so two builders never write into the same
+``.partial-<key>`` folder (a training run resumes from the checkpoints there).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from promptintern.artifacts import ArtifactStore, code_version, is_complete, package_versions, stable_hash
+from tasks.locking import flocked
 
 RECORD = ".prefect-result"
 # Where the store lives does not change what it holds; data_dir always travels with a content
@@ -44,10 +51,13 @@ def folder_cache_key(kind: str, modules: tuple[str, ...]) -> Callable[[Any, dict
 
 def materialize(kind: str, modules: tuple[str, ...], parameters: dict[str, Any],
                 build: Callable[[Path], Any]) -> str:
-    """Return ``kind/key`` relative to the root, building it with ``build(work_dir)`` if needed."""
+    """Return ``kind/key`` relative to the root, building it with ``build(work_dir)`` if needed.
+
+    One builder per key at a time: a second one waits, then finds the folder complete."""
     store = ArtifactStore(parameters["root"])
     key = artifact_key(kind, modules, parameters)
-    if store.complete(kind, key) is None:
-        with store.build(kind, key, {k: v for k, v in parameters.items() if k not in NOT_IN_KEY}) as work:
-            build(work)
+    with flocked(store.root / kind / f".partial-{key}.lock"):
+        if store.complete(kind, key) is None:
+            with store.build(kind, key, {k: v for k, v in parameters.items() if k not in NOT_IN_KEY}) as work:
+                build(work)
     return f"{kind}/{key}"

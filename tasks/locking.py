@@ -13,6 +13,11 @@ them when the holder dies, however it dies, and they conflict between threads of
 
 Lock files live in ``PROMPTINTERN_LOCK_DIR`` (default ``$PREFECT_HOME/locks``); machines that share
 an artifact root over a network file system should point it at a folder on that file system.
+
+``flocked(path)`` is the same lock as a plain context manager: ``tasks.caching.materialize`` holds
+one per artifact folder, inside the artifact root, so that two builders of one key never share its
+``.partial-<key>`` folder even when they do not share Prefect's lock directory (two
+``PREFECT_HOME``s) or run without Prefect at all.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import hashlib
 import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import anyio
 
@@ -42,6 +48,19 @@ def default_lock_dir() -> Path:
     from prefect.settings import PREFECT_HOME
 
     return Path(PREFECT_HOME.value()) / "locks"
+
+
+@contextmanager
+def flocked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block; waits for
+    a live holder, never for a dead one. Conflicts between threads of one process too."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor of the open file releases the lock
 
 
 class FlockLockManager:

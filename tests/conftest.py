@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +24,52 @@ import pytest  # noqa: E402
 from promptintern.models import build_tiny_model  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# `python -c FLOW_DRIVER ARGS` is `python -m flows.dag ARGS` that also appends "<kind>/<key> <pid>"
+# to $BUILD_LOG each time an artifact folder starts being built: what "built once" is counted by.
+FLOW_DRIVER = """
+import os, sys
+from promptintern.artifacts import ArtifactStore
+_build = ArtifactStore.build
+def build(self, kind, key, inputs):
+    with open(os.environ["BUILD_LOG"], "a") as fh:
+        fh.write(f"{kind}/{key} {os.getpid()}\\n")
+    return _build(self, kind, key, inputs)
+ArtifactStore.build = build
+from flows.dag import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start_flow(args: list[str], prefect_home: Path, log: Path, **env: str) -> subprocess.Popen:
+    """The flow CLI with the driver above, in its own process group (so a kill reaches the
+    temporary Prefect server it starts), with its own PREFECT_HOME and this file's offline env."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PROMPTINTERN_LOCK_DIR")}
+    return subprocess.Popen([sys.executable, "-c", FLOW_DRIVER, *args], cwd=REPO_ROOT,
+                            env={**clean, "PREFECT_HOME": str(prefect_home), **env},
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(30)
+
+
+def logged_task_states(log: Path) -> dict[str, list[str]]:
+    """Task name -> final state names, read from a flow process's console log."""
+    states: dict[str, list[str]] = {}
+    for name, state in re.findall(r"Task run '([a-z-]+)-[0-9a-f]+' - Finished in state (\w+)", log.read_text()):
+        states.setdefault(name, []).append(state)
+    return states
+
+
+def builds(build_log: Path) -> list[str]:
+    """``kind/key`` of every build start recorded by FLOW_DRIVER, in order."""
+    return [line.split()[0] for line in build_log.read_text().splitlines()] if build_log.exists() else []
 
 NL2BASH_ROWS = [
     ("list all files in the current directory", "ls -a"),
