@@ -3,11 +3,17 @@
 Every task takes ``root`` (the artifact root) plus small typed values and upstream folder paths
 (relative to ``root``), and returns its own folder's path relative to ``root``. See
 ``tasks.caching`` for the cache policy; results live beside the artifacts they describe.
+
+Every box is retried where a retry can help and only there (``is_transient``): an I/O hiccup or a
+crashed worker pool, not bad config or bad data, which fail the same way every time. A retried
+training stage resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 
 # transformers resolves its names lazily on first access, and two task threads doing that at once
@@ -54,12 +60,38 @@ CODE = {
 }
 
 
+# OSErrors that come back on a retry: a full disk or quota stays full, a missing or forbidden
+# path stays so (the input is wrong, not the weather).
+_LASTING_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_LASTING_OSERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+RETRIES, RETRY_DELAY_SECONDS = 2, [5, 30]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth a retry: an OSError that is not lasting (EIO, a stale NFS handle, a timeout, a reset
+    connection, EAGAIN from fork) or a crashed worker pool (``BrokenExecutor``). Everything else,
+    our ValueErrors and DataErrors, pydantic's ValidationError, ResourceExhausted (disk full, out
+    of memory), a missing input file, is a verdict, not an accident: one attempt."""
+    if isinstance(exc, BrokenExecutor):
+        return True
+    return (isinstance(exc, OSError) and not isinstance(exc, _LASTING_OSERRORS)
+            and exc.errno not in _LASTING_ERRNOS)
+
+
+def retry_if_transient(_task, _task_run, state) -> bool:
+    """Prefect's ``retry_condition_fn``: the failed state carries the exception as its data."""
+    return isinstance(state.data, BaseException) and is_transient(state.data)
+
+
 def _cached(kind: str, **options):
     """@task with the folder cache for ``kind``, SERIALIZABLE: concurrent runs that need the same
-    folder (the variants of a sweep) wait for the first to build it, then read it as ``Cached``."""
+    folder (the variants of a sweep) wait for the first to build it, then read it as ``Cached``.
+    Retried twice (after 5 s, then 30 s) when ``is_transient`` says a retry can help."""
     policy = CacheKeyFnPolicy(cache_key_fn=folder_cache_key(kind, CODE[kind])).configure(
         lock_manager=FlockLockManager(), isolation_level="SERIALIZABLE")
-    return task(cache_policy=policy, persist_result=True, name=options.pop("name", kind), **options)
+    return task(cache_policy=policy, persist_result=True, name=options.pop("name", kind),
+                retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS,
+                retry_condition_fn=retry_if_transient, **options)
 
 
 def _path(root: str, rel: str | None) -> Path | None:
