@@ -100,15 +100,20 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
     stages = cfg.schedule.stages()
     inference = cfg.schedule.inference_stage()
 
-    model = prepare_model_task.with_options(**opts)(root, cfg.model, model_fingerprint(cfg.model))
-    compressor = model
-    if cfg.compression.model and cfg.compression.model != cfg.model:
-        compressor = prepare_model_task.with_options(**opts)(
-            root, cfg.compression.model, model_fingerprint(cfg.compression.model))
+    # Cheap checks before any task: a missing data file or model path fails here. Then the data:
+    # a bad row fails in seconds, before a model is converted.
     data_dir = str(REPO_ROOT / cfg.data_dir) if not Path(cfg.data_dir).is_absolute() else cfg.data_dir
+    data_digest = dataset_digest(data_dir, cfg.dataset)
+    model_print = model_fingerprint(cfg.model)
+    separate_compressor = bool(cfg.compression.model) and cfg.compression.model != cfg.model
+    compressor_print = model_fingerprint(cfg.compression.model) if separate_compressor else None
     dataset = load_dataset_task.with_options(**opts)(
-        root, cfg.dataset, data_dir, dataset_digest(data_dir, cfg.dataset), cfg.train_subset,
+        root, cfg.dataset, data_dir, data_digest, cfg.train_subset,
         cfg.eval.test_split, cfg.eval.test_subset, cfg.seed)
+    model = prepare_model_task.with_options(**opts)(root, cfg.model, model_print)
+    compressor = model
+    if separate_compressor:
+        compressor = prepare_model_task.with_options(**opts)(root, cfg.compression.model, compressor_print)
 
     # One compressed template per distinct rate (1 = verbatim, 0 = no template at all).
     taus = {s.tau for s in stages} | ({1.0} if cfg.eval.baseline_full_prompt else set())
