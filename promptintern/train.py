@@ -63,16 +63,49 @@ def encode_row(tokenizer, prompt: str, target: str, max_seq_len: int) -> tuple[l
     return prompt_ids + target_ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids
 
 
-def target_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def shared_prefix_len(batch: dict[str, torch.Tensor], min_len: int = 16) -> int:
+    """Length of the token prefix every row of the batch shares, inside every row's prompt.
+
+    Capped one token short of the shortest prompt, so the position that predicts a row's first
+    target token is always the row's own. 0 for a single row or a prefix under ``min_len``.
+    """
+    ids, labels = batch["input_ids"], batch["labels"]
+    if ids.shape[0] < 2:
+        return 0
+    same = (ids == ids[:1]).all(dim=0)
+    common = int(same.long().cumprod(0).sum())
+    prompt_lens = (labels == IGNORE_INDEX).long().cumprod(1).sum(1)
+    n = min(common, int(prompt_lens.min()) - 1)
+    return n if n >= min_len else 0
+
+
+def target_loss(model, batch: dict[str, torch.Tensor], share_prefix: bool = True) -> torch.Tensor:
     """Mean cross-entropy over target tokens, projecting only those positions onto the vocabulary.
 
     Equal to ``model(**batch).loss`` (a test checks it), but the LM head (576 x 49,152 for
     SmolLM2, a fifth of the model's FLOPs per token) runs on the ~5% of positions that are
     targets instead of every prompt token.
+
+    With ``share_prefix``, the token prefix all rows share (the template, at stage 1 two thirds of
+    every prompt) runs once: its keys and values are computed for one row and repeated across the
+    batch, and the rows run only their own suffixes on top. Causal attention makes that the same
+    function (equal to fp32 rounding; gradients from every row flow back into the one prefix
+    pass); only LoRA dropout on the prefix is drawn once for the batch instead of once per row.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
-    labels = batch["labels"][:, 1:]
+    decoder = base.get_decoder()
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    n = shared_prefix_len(batch) if share_prefix else 0
+    if n:
+        cache = decoder(input_ids=ids[:1, :n], use_cache=True).past_key_values
+        cache.batch_repeat_interleave(ids.shape[0])
+        positions = torch.arange(n, ids.shape[1]).expand(ids.shape[0], -1)
+        hidden = decoder(input_ids=ids[:, n:], attention_mask=mask, past_key_values=cache,
+                         position_ids=positions, use_cache=True)[0]
+        labels = labels[:, n:]
+    else:
+        hidden = decoder(input_ids=ids, attention_mask=mask)[0]
+    labels = labels[:, 1:]
     keep = labels != IGNORE_INDEX
     logits = base.get_output_embeddings()(hidden[:, :-1][keep])
     return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
@@ -264,7 +297,7 @@ def train_stage(
         step_loss = 0.0
         for batch_rows in micro:
             batch = collate([encoded[i] for i in batch_rows], tokenizer.pad_token_id)
-            loss = target_loss(model, batch)
+            loss = target_loss(model, batch, share_prefix=cfg.share_prompt_prefix)
             (loss / len(micro)).backward()
             step_loss += loss.item() / len(micro)
             tokens += int(batch["attention_mask"].sum())

@@ -55,6 +55,40 @@ def test_target_loss_equals_the_full_lm_loss(tiny_model_dir):
         assert torch.allclose(target_loss(model, batch), model(**batch).loss, atol=1e-5)
 
 
+
+def test_shared_prefix_runs_once_with_the_same_loss_and_gradients(tiny_model_dir):
+    """Rows that share a template: the prefix pass runs once per batch, loss and LoRA gradients
+    equal the unshared computation's; the prefix stops short of every row's first target."""
+    from peft import LoraConfig, get_peft_model
+
+    from promptintern.models import load_model
+    from promptintern.train import shared_prefix_len
+
+    tok = load_tokenizer(tiny_model_dir)
+    template = "Translate the request into one bash command. Quote paths, prefer find -print0. " * 3
+    rows = [encode_row(tok, template + f"Task: {q}\nCommand:", t, 512)
+            for q, t in [("list files", " ls -la"), ("count lines in a.txt", " wc -l a.txt"), ("x", " echo hi there")]]
+    batch = collate(rows, tok.pad_token_id)
+    n = shared_prefix_len(batch)
+    n_template = len(tok(template, add_special_tokens=False)["input_ids"])
+    assert n_template - 2 <= n < min(lab.index(next(t for t in lab if t != IGNORE_INDEX)) for _, lab in rows)
+    assert shared_prefix_len(collate(rows[:1], tok.pad_token_id)) == 0  # one row: nothing to share
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    for p in model.parameters():  # LoRA B starts at zero: make the adapter do something
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.02)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = {}
+    for share in (True, False):
+        loss = target_loss(model, batch, share_prefix=share)
+        grads[share] = (loss.detach(), torch.autograd.grad(loss, params))
+    assert torch.allclose(grads[True][0], grads[False][0], atol=1e-5)
+    assert torch.allclose(grads[True][0], model(**batch).loss.detach(), atol=1e-5)
+    for a, b in zip(grads[True][1], grads[False][1]):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
 def test_plan_batches_covers_every_row_once_per_epoch_and_groups_lengths():
     lengths = [5, 500, 7, 480, 6, 510, 8, 490]
     batches = plan_batches(lengths, batch_size=2, epochs=2, seed=1)
