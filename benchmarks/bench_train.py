@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,32 +32,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-try:
-    import promptintern  # noqa: F401
-except ImportError:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # this checkout's promptintern and benchmarks.common, installed or not
 
 import pyarrow.parquet as pq
 import torch
 
+from benchmarks.common import cpu_flags, cpu_model  # noqa: F401  (bench_inference imports them from here)
 from promptintern.config import LoraSettings, TrainSettings
 from promptintern.models import load_model, load_tokenizer, prepare_model, set_torch_threads
 from promptintern.shards import read_shard, shard_stats
 from promptintern.train import IGNORE_INDEX, collate, encode_row, target_loss, train_stage
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
-def cpu_flags() -> list[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx512", "amx")))
-    return []
 
 
 def resolve_model(spec: str, scratch: Path) -> Path:

@@ -24,6 +24,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's AVX512 / AMX flags (what bf16 speed depends on); empty on an AVX2-only machine."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx512", "amx")))
+    except OSError:
+        pass
+    return []
+
+
 def versions(*packages: str) -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in packages:
