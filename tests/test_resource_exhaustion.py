@@ -126,11 +126,11 @@ def _oom_at_call(monkeypatch, n: int, error: BaseException) -> None:
     """The n-th training step (1-based) runs out of memory, and every one after it."""
     real, calls = train_module.target_loss, []
 
-    def target_loss(model, batch):
+    def target_loss(model, batch, **options):
         calls.append(1)
         if len(calls) >= n:
             raise error
-        return real(model, batch)
+        return real(model, batch, **options)
 
     monkeypatch.setattr(train_module, "target_loss", target_loss)
 
