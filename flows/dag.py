@@ -61,6 +61,11 @@ def resolve_config(preset: str, overrides: dict[str, Any] | None, config: RunCon
     return load_preset(preset, overrides)
 
 
+def in_repo(path: str) -> str:
+    """A path as given if absolute, else relative to the repository root (where prefect.yaml is)."""
+    return str((Path(path) if Path(path).is_absolute() else REPO_ROOT / path).resolve())
+
+
 def artifact_slug(text: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-") or "run"
@@ -95,14 +100,14 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
     variant (``promptintern.variants``), dataset / model shorthands, plus nested overrides
     (``{"schedule": {"k0": 4}}``); or a full RunConfig."""
     cfg = resolve_config(preset, overrides, config, variant, dataset, model)
-    root = str((Path(artifact_root) if Path(artifact_root).is_absolute() else REPO_ROOT / artifact_root).resolve())
+    root = in_repo(artifact_root)
     opts = {"result_storage": Path(root)}
     stages = cfg.schedule.stages()
     inference = cfg.schedule.inference_stage()
 
     # Cheap checks before any task: a missing data file or model path fails here. Then the data:
     # a bad row fails in seconds, before a model is converted.
-    data_dir = str(REPO_ROOT / cfg.data_dir) if not Path(cfg.data_dir).is_absolute() else cfg.data_dir
+    data_dir = in_repo(cfg.data_dir)
     data_digest = dataset_digest(data_dir, cfg.dataset)
     model_print = model_fingerprint(cfg.model)
     separate_compressor = bool(cfg.compression.model) and cfg.compression.model != cfg.model

@@ -35,7 +35,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
-from flows.dag import REPO_ROOT, _parse_set, promptintern, resolve_config
+from flows.dag import _parse_set, in_repo, promptintern, resolve_config
 from promptintern.report import SWEEP_COLUMNS, write_sweep_report
 from promptintern.variants import VARIANTS, VariantUnavailable
 
@@ -175,7 +175,7 @@ def sweep(variants: list[str] | None = None, preset: str = "cpu-demo", dataset: 
         "input tokens": "counted with the run model's own tokenizer, prompt as fed to the model",
         "per-run provenance": "each run's report folder (runs/*/results.md): schedule, training, rates",
     }
-    root = str((Path(artifact_root) if Path(artifact_root).is_absolute() else REPO_ROOT / artifact_root).resolve())
+    root = in_repo(artifact_root)
     result = sweep_report_task(root, runs, provenance)
     failed = [r["variant"] for r in runs if r["status"] not in ("completed", "skipped")]
     if failed:
