@@ -2,6 +2,7 @@
 #   make demo    set up, fetch data, run the promptintern flow (preset cpu-demo) on Prefect's embedded default
 #   make test    set up, run the default test suite (the slow tests: make test-slow)
 #   make sweep   set up, fetch data, run a sweep of paper variants (VARIANTS=...) and compare them
+#   make reproduce  set up, fetch data, run the experiments of docs/results.md (PARTS=...; hours on 2 cores)
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup sandbox-tools data demo sweep test test-slow clean-artifacts
+.PHONY: setup sandbox-tools data demo sweep reproduce test test-slow clean-artifacts
 
 setup: $(VENV)/.installed sandbox-tools
 
@@ -40,6 +41,11 @@ demo: setup data
 VARIANTS ?= promptintern no-example-absorption direct-template-kshot direct-no-template
 sweep: setup data
 	$(PY) -m flows.sweep --preset $(PRESET) $(foreach v,$(VARIANTS),--variant $(v))
+
+# the experiments of docs/results.md, one part after another; each rewrites its tables there
+PARTS ?= nl2bash ablations mbpp
+reproduce: setup data
+	$(PY) -m flows.reproduce $(PARTS)
 
 test: setup
 	$(PY) -m pytest

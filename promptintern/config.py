@@ -12,6 +12,9 @@ Presets (sizes chosen for 2 CPU cores unless stated):
 * ``tiny``     the locally built random model, a handful of rows: the end-to-end tests (seconds).
 * ``cpu-demo`` SmolLM2-135M on NL2Bash, 3 stages (k 2-1-0, tau 1 -> 0), 64 training rows,
                the first 40 test rows: about 20 minutes on 2 cores.
+* ``cpu-repro`` docs/results.md (``python -m flows.reproduce``): SmolLM2-135M, 64 training rows, k 2-1-0,
+               the same optimizer steps for every variant (3 passes over the rows, split over the
+               stages), the first 300 test rows (NL2Bash) / all 500 test tasks (MBPP): hours on 2 cores.
 * ``paper``    the paper's settings (rank 32, k 10-5-0, every training row, the full test split):
                for a GPU.
 """
@@ -117,6 +120,11 @@ class LoraSettings(_Strict):
 
 class TrainSettings(_Strict):
     epochs_per_stage: float = Field(1.0, gt=0.0, description="passes over the shard per stage")
+    total_epochs: float | None = Field(
+        None, gt=0.0, description="equal-steps budget: passes over the training rows summed over all stages; "
+                                  "when set, every stage trains total_epochs / schedule.num_stages epochs "
+                                  "(epochs_per_stage is derived), so one-stage baselines and staged runs take "
+                                  "the same number of optimizer steps")
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(2e-4, gt=0.0)
@@ -162,6 +170,24 @@ class RunConfig(_Strict):
     eval: EvalSettings = EvalSettings()
     seed: int = Field(0, description="seed for subsetting and the bank pool")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _split_epoch_budget(cls, data: Any) -> Any:
+        """``train.total_epochs`` set: derive ``train.epochs_per_stage`` from it and the stage count.
+        Values of the wrong type are left for the field validators to report by key."""
+        if not isinstance(data, dict):
+            return data
+        train, schedule = data.get("train"), data.get("schedule")
+        train = train.model_dump() if isinstance(train, BaseModel) else train
+        schedule = schedule.model_dump() if isinstance(schedule, BaseModel) else (schedule or {})
+        if not isinstance(train, dict) or not isinstance(schedule, dict):
+            return data
+        total, stages = train.get("total_epochs"), schedule.get("num_stages", Schedule().num_stages)
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (total, stages))
+        if not numbers:
+            return data
+        return {**data, "train": {**train, "epochs_per_stage": total / stages}}
+
     @field_validator("model")
     @classmethod
     def _model_not_empty(cls, value: str) -> str:
@@ -198,6 +224,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"batch_size": 4, "max_seq_len": 1024, "lr": 1e-3, "checkpoint_every": 4},
         "eval": {"test_subset": 40, "batch_size": 8, "max_new_tokens": 32},
     },
+    "cpu-repro": {
+        # docs/results.md. Equal steps: 3 passes over 64 rows for every variant = 48 optimizer steps,
+        # one pass per stage for PromptIntern, three in its one stage for a direct baseline.
+        "model": "smollm2-135m",
+        "train_subset": 64,
+        "schedule": {"num_stages": 3, "k0": 2},
+        "lora": {"r": 16, "alpha": 32},
+        "train": {"batch_size": 4, "max_seq_len": 1024, "lr": 1e-3, "checkpoint_every": 8, "total_epochs": 3.0},
+        # NL2Bash references: median 15 SmolLM2 tokens, 99th percentile 56
+        "eval": {"test_subset": 300, "batch_size": 8, "max_new_tokens": 48},
+    },
     "paper": {
         "model": "smollm2-135m",
         "schedule": {"num_stages": 3, "k0": 10},
@@ -222,6 +259,9 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 # but 5-2-0 on MBPP (its prompts carry whole programs).
 DATASET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"mbpp": {"schedule": {"k0": 5}}},
+    # MBPP: the standard 500 test tasks; whole programs need room (reference solutions in SmolLM2
+    # tokens: median 56, 95th percentile 173, max 420).
+    "cpu-repro": {"mbpp": {"eval": {"test_subset": None, "max_new_tokens": 192}}},
 }
 
 

@@ -120,7 +120,8 @@ def write_run_report(root: Path, cfg, eval_dirs: dict[str, str], stage_dirs: Seq
     (run_dir / "results.md").write_text(md)
     (run_dir / "results.csv").write_text(csv_table(rows))
     (run_dir / "results.json").write_text(json.dumps({"rows": rows, "metrics": metrics, "provenance": provenance,
-                                                      "stages": stages}, indent=2))
+                                                      "stages": stages, "eval_dirs": dict(eval_dirs),
+                                                      "stage_dirs": list(stage_dirs)}, indent=2))
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
     return {"run_dir": str(run_dir), "rows": rows, "markdown": md, "metrics": metrics}
 

@@ -1,0 +1,205 @@
+"""The ``reproduce`` flow: the paper's experiments at CPU scale, one command per part of docs/results.md.
+
+    python -m flows.reproduce nl2bash      # methods + PromptIntern ablations on NL2Bash (preset cpu-repro)
+    python -m flows.reproduce ablations    # schedule patterns and retrieval-bank sizes on NL2Bash
+    python -m flows.reproduce mbpp         # PromptIntern vs template + k-shot vs no template, 500 tasks
+    make reproduce                         # all three, then nothing else to do: docs/results.md is rewritten
+
+Each part runs its variants of the ``promptintern`` flow one after another (as subflows, on
+Prefect's embedded default), stores what every run measured in ``docs/results/<part>.json``, draws
+``docs/results/<part>_metric_vs_tokens.png`` and rewrites that part's tables in ``docs/results.md``
+(between ``<!-- BEGIN part -->`` / ``<!-- END part -->``; the prose around them is kept). Every
+box is cached, so a rerun with unchanged code and data recomputes nothing and rewrites the same
+numbers; with an empty artifact root it recomputes them (see docs/results.md for the tolerance).
+
+Only the ``promptintern`` variant also benchmarks the untuned model with the full prompt (the
+reference row); the other variants skip that benchmark, which would otherwise run once per
+distinct k0 (tens of minutes each on 2 cores) and change no number of the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.logging import get_run_logger
+
+from flows.dag import REPO_ROOT, _parse_set, in_repo, promptintern, resolve_config
+from promptintern.config import _merge
+from promptintern.report import plot_metric_vs_tokens
+from promptintern.results import PARTS, Part, plot_points, write_document
+from promptintern.variants import VariantUnavailable
+
+PRESET = "cpu-repro"
+DOC = REPO_ROOT / "docs" / "results.md"
+HEADER = "# Results\n\nSee the sections below; each table names the command that regenerates it.\n"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def code_version() -> str:
+    """The commit the numbers came from, marked dirty when tracked code differs from it."""
+    commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "promptintern", "flows", "tasks")
+    return f"{commit}{' (+ uncommitted changes)' if dirty else ''}"
+
+
+def _machine() -> str:
+    sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.common import hardware  # the benchmarks' record of the machine, reused
+
+    hw = hardware("torch", "transformers", "peft", "llmlingua", "sacrebleu", "prefect")
+    import torch
+
+    versions = ", ".join(f"{k} {v}" for k, v in hw["versions"].items())
+    return f"{hw['cpu']}, {hw['cores']} cores ({torch.get_num_threads()} torch threads), {hw['mem_gb']} GB; {versions}"
+
+
+def _variant_record(result: dict, root: Path) -> dict:
+    """What the tables need from one run: the fine-tuned model's metrics, steps, what it ran."""
+    report = json.loads((Path(result["run_dir"]) / "results.json").read_text())
+    by_label = {m["label"]: m for m in report["metrics"]}
+    tuned = by_label["promptintern"]
+    eval_dir = root / report["eval_dirs"]["promptintern"]
+    manifest = json.loads((eval_dir / "manifest.json").read_text())
+    return {
+        "status": "completed",
+        "tuned": tuned,
+        "base_full_prompt": by_label.get("base-full-prompt"),
+        "prompt_form": tuned.get("prompt_form", ""),
+        "steps": sum(s["optimizer_steps"] for s in report["stages"]),
+        "stages": [{k: s[k] for k in ("stage", "rows", "optimizer_steps", "first_loss", "final_loss",
+                                      "tokens_per_second", "seconds")} for s in report["stages"]],
+        "schedule": report["provenance"]["schedule"],
+        "compressor": report["provenance"]["compressor"],
+        "template_rates": report["provenance"]["template rates achieved"],
+        "predictions_sha256": manifest["files"]["predictions.jsonl"]["sha256"],
+        "run_dir": os.path.relpath(result["run_dir"], root),
+    }
+
+
+@task(name="write-results")
+def write_results_task(part_name: str, record: dict, doc: str, preset: str = PRESET) -> str:
+    """Store the part's record, draw its plot, rewrite its region of docs/results.md."""
+    part = PARTS[part_name]
+    doc_path = Path(doc)
+    out = doc_path.parent / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    plot = out / f"{part.name}_metric_vs_tokens.png"
+    title = f"{part.dataset} · {record['provenance']['model']} · preset {preset}"
+    plot_metric_vs_tokens(plot_points(part, record["runs"]), plot, title)
+    record = {**record, "plot": os.path.relpath(plot, doc_path.parent)}
+    (out / f"{part.name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_document(doc_path, [(part, record)], HEADER)
+    get_run_logger().info("%s: wrote %s and its region of %s", part.name, out / f"{part.name}.json", doc_path)
+    return str(out / f"{part.name}.json")
+
+
+@flow(name="promptintern-reproduce", log_prints=True)
+def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, Any] | None = None,
+              artifact_root: str = "artifacts", doc: str | None = None) -> dict:
+    """Run every variant of ``part`` (``promptintern.results.PARTS``) on ``preset`` and rewrite the part's tables in ``doc`` (default docs/results.md)."""
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; allowed: {sorted(PARTS)}")
+    spec: Part = PARTS[part]
+    logger = get_run_logger()
+    root = Path(in_repo(artifact_root))
+    started, load_start = time.time(), os.getloadavg()[0]
+    runs: dict[str, dict] = {}
+    for variant in spec.variants:
+        mine = _merge({"dataset": spec.dataset, "eval": {"baseline_full_prompt": variant == "promptintern"}},
+                      overrides or {})
+        try:
+            resolve_config(preset, mine, None, variant)
+        except VariantUnavailable as exc:
+            logger.warning("skipping %s: %s", variant, exc)
+            runs[variant] = {"status": "skipped", "reason": str(exc)}
+            continue
+        logger.info("%s: variant %d of %d: %s", part, len(runs) + 1, len(spec.variants), variant)
+        state = promptintern(preset=preset, variant=variant, overrides=mine, artifact_root=artifact_root,
+                             return_state=True)
+        if state.is_completed():
+            runs[variant] = _variant_record(state.result(), root)
+        else:
+            runs[variant] = {"status": state.name.lower(), "reason": state.message or ""}
+
+    cfg = resolve_config(preset, _merge({"dataset": spec.dataset}, overrides or {}), None, "promptintern")
+    base = next((r["base_full_prompt"] for r in runs.values() if r.get("base_full_prompt")), None)
+    sets = " ".join(f"--set {k}" for k in _flatten(overrides or {}))
+    tuned = next((r["tuned"] for r in runs.values() if r.get("tuned")), {})
+    provenance = {
+        "command": f"python -m flows.reproduce {part}{'' if preset == PRESET else ' --preset ' + preset}{(' ' + sets) if sets else ''}",
+        "preset": f"{preset} (promptintern/config.py), each variant's settings from promptintern/variants.py",
+        "code": code_version(),
+        "model": cfg.model,
+        "data": (f"{cfg.dataset}: {cfg.train_subset} training rows (shuffled with seed {cfg.seed}, first "
+                 f"{cfg.train_subset}); {cfg.eval.test_split} split, "
+                 f"{'first ' + str(cfg.eval.test_subset) + ' rows' if cfg.eval.test_subset else 'all rows'}"
+                 f" ({tuned.get('n', '?')} scored)"),
+        "training": (f"LoRA r {cfg.lora.r} alpha {cfg.lora.alpha} on {', '.join(cfg.lora.target_modules)}; "
+                     f"batch {cfg.train.batch_size}, lr {cfg.train.lr:g}, seed {cfg.train.seed}; " + (
+                         f"equal steps: {cfg.train.total_epochs:g} passes over the training rows per variant, "
+                         f"split evenly over its stages" if cfg.train.total_epochs else
+                         f"{cfg.train.epochs_per_stage:g} passes over the rows per stage")),
+        "decoding": f"greedy, max_new_tokens {cfg.eval.max_new_tokens}, batch {cfg.eval.batch_size}",
+        "scoring": tuned.get("sacrebleu_signature")
+        and f"sacrebleu {tuned['sacrebleu_signature']}; EM exact string match; NLC2CMD as in the NeurIPS 2020 challenge"
+        or ("pass@1 in the sandbox" if tuned.get("metric") == "pass@1" else tuned.get("metric", "n/a")),
+        "input tokens": "the model's own tokenizer, the prompt exactly as fed to the model",
+        "s / instance": "batched generation wall time / rows, measured in the run (one run at a time)",
+        "machine": _machine(),
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall time": f"{(time.time() - started) / 60:.0f} min (cached boxes take seconds)",
+        "load average": f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
+    }
+    record = {"part": part, "runs": runs, "base_full_prompt": base, "provenance": provenance}
+    path = write_results_task(part, record, str(Path(doc) if doc else DOC), preset)
+    failed = [v for v, r in runs.items() if r["status"] not in ("completed", "skipped")]
+    if failed:
+        raise RuntimeError(f"reproduce {part}: {len(failed)} variant runs did not complete: {', '.join(failed)} "
+                           f"(the others are in {path})")
+    return {"record": path, "runs": runs}
+
+
+def _flatten(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out += _flatten(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={json.dumps(value)}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.reproduce", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", nargs="+", choices=sorted(PARTS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field for every variant (recorded in the table's command)")
+    parser.add_argument("--preset", default=PRESET, help="default cpu-repro (the one docs/results.md uses)")
+    parser.add_argument("--artifact-root", default="artifacts")
+    parser.add_argument("--doc", default=None, help="the document to rewrite (default docs/results.md)")
+    args = parser.parse_args(argv)
+    overrides = _parse_set(args.set) or None
+    for name in args.part:
+        resolve_config(args.preset, _merge({"dataset": PARTS[name].dataset}, overrides or {}), None, "promptintern")
+    for name in args.part:
+        reproduce(part=name, preset=args.preset, overrides=overrides, artifact_root=args.artifact_root, doc=args.doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The tables of ``docs/results.md``: the paper's layout, built from the runs' own metrics files.
+
+``flows/reproduce.py`` runs the variants of one *part* (``nl2bash``, ``ablations``, ``mbpp``),
+stores what each run measured in ``docs/results/<part>.json`` and calls ``render_part`` to rewrite
+that part's tables in ``docs/results.md``, between the markers ``<!-- BEGIN <part> -->`` and
+``<!-- END <part> -->``. The prose around the markers is written by people and left alone.
+
+Ratios follow the paper: input tokens and seconds per instance against the fine-tuned model that
+reads the full prompt (``direct-template-kshot``, "template + k-shot"), and the share of the gap
+between fine-tuning without a template (``direct-no-template``) and with the full prompt that a
+method recovers: ``100 * (m - none) / (full - none)``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+FULL, NONE = "direct-template-kshot", "direct-no-template"
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of a part: a title and its rows, grouped as in the paper."""
+
+    title: str
+    groups: tuple[tuple[str, tuple[str, ...]], ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one reproduce command runs: a dataset, its variants, the tables they fill."""
+
+    name: str
+    dataset: str
+    tables: tuple[Table, ...]
+    extra: tuple[str, ...] = field(default=())  # variants run only for the ratios (FULL / NONE)
+
+    @property
+    def variants(self) -> list[str]:
+        """Every variant once; PromptIntern and the two ends of the gap first (the headline numbers)."""
+        names = [v for t in self.tables for _, group in t.groups for v in group] + list(self.extra)
+        first = [v for v in ("promptintern", FULL, NONE) if v in names]
+        return list(dict.fromkeys(first + names))
+
+
+COMPRESSION = ("Template compression",
+               ("llmlingua-0.3", "longllmlingua-0.3", "llmlingua2-0.3", "selective-context-0.3",
+                "gpt4-compression-0.3"))
+DIRECT = ("Direct fine-tuning", ("direct-template-kshot", "direct-template-0.6-halfk",
+                                 "direct-template-only", "direct-no-template"))
+OURS = ("PromptIntern", ("promptintern",))
+
+PARTS: dict[str, Part] = {
+    "nl2bash": Part("nl2bash", "nl2bash", (
+        Table("NL2Bash: methods (paper Table 1 layout)", (COMPRESSION, DIRECT, OURS),
+              note="Template compression: the template compressed to rate 0.3 once, no shots, fine-tuned "
+                   "and evaluated on that prompt. Direct fine-tuning: one stage on the prompt named."),
+        Table("NL2Bash: ablations of PromptIntern (paper Table 4 layout)", (
+            ("PromptIntern", ("promptintern",)),
+            ("ablations", ("promptintern-tau-floor-0.3", "no-example-absorption", "no-template-compression")),
+        )),
+    )),
+    "ablations": Part("ablations", "nl2bash", (
+        Table("NL2Bash: schedule patterns (paper Figure 3 / Table 5)", (
+            ("schedule", ("promptintern", "schedule-exponential", "schedule-inverse-exponential")),)),
+        Table("NL2Bash: retrieval bank size (paper Table 6)", (
+            ("bank", ("bank-25", "bank-50", "bank-100")),)),
+    ), extra=(FULL, NONE)),
+    "mbpp": Part("mbpp", "mbpp", (
+        Table("MBPP: Pass@1 in the sandbox (paper Table 1 layout, three methods)", (
+            ("Direct fine-tuning", (FULL, NONE)), OURS)),
+    )),
+}
+
+METRIC_COLUMNS = {
+    "bleu": (("BLEU", "bleu", "{:.2f}"), ("EM %", "exact_match", "{:.2f}"), ("NLC2CMD", "nlc2cmd", "{:.3f}")),
+    "pass@1": (("Pass@1 %", "pass@1", "{:.2f}"), ("EM %", "exact_match", "{:.2f}")),
+    "exact_match": (("EM %", "exact_match", "{:.2f}"),),
+}
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else spec.format(value)
+
+
+def gap_recovered(value: float, none: float, full: float) -> float | None:
+    """Share (%) of the no-template -> full-prompt gap that ``value`` recovers; None without a gap."""
+    if full == none:
+        return None
+    share = 100.0 * (value - none) / (full - none)
+    return 0.0 if abs(share) < 0.5 else share  # no "-0"
+
+
+def table_markdown(table: Table, runs: dict[str, dict]) -> str:
+    """One table. ``runs[variant]``: ``{"status", "reason"?, "tuned": metrics.json of the fine-tuned
+    model, "steps": optimizer steps summed over stages, "prompt_form"}``."""
+    metric = next((r["tuned"]["metric"] for r in runs.values() if r.get("tuned")), "bleu")
+    cols = METRIC_COLUMNS.get(metric, METRIC_COLUMNS["exact_match"])
+    full, none = (runs.get(v, {}).get("tuned") for v in (FULL, NONE))
+    header = (["group", "method", "prompt at inference"] + [c[0] for c in cols]
+              + ["input tokens / query", "fewer tokens than template + k-shot", "s / instance",
+                 "speed-up vs template + k-shot", "gap recovered %", "train steps"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group_name, variants in table.groups:
+        for i, variant in enumerate(variants):
+            group = group_name if i == 0 else ""
+            run = runs.get(variant)
+            if run is None or not run.get("tuned"):
+                status = "not run" if run is None else f"{run['status']}: {run.get('reason', '')}".strip(": ")
+                lines.append("| " + " | ".join([group, variant, f"*{_short(status)}*"] + [""] * (len(header) - 3)) + " |")
+                continue
+            m = run["tuned"]
+            tokens, seconds = m["input_tokens_per_query"], m["seconds_per_instance"]
+            gap = (gap_recovered(m[metric], none[metric], full[metric]) if full and none else None)
+            cells = [group, variant, run.get("prompt_form", "")]
+            cells += [_fmt(m.get(key), spec) for _, key, spec in cols]
+            cells += [f"{tokens:.1f}",
+                      f"{full['input_tokens_per_query'] / tokens:.1f}x" if full and tokens else "",
+                      f"{seconds:.3f}",
+                      f"{full['seconds_per_instance'] / seconds:.2f}x" if full and seconds else "",
+                      _fmt(gap, "{:.0f}"), str(run.get("steps", ""))]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _short(text: str, limit: int = 110) -> str:
+    text = " ".join(text.split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def reference_markdown(base: dict | None) -> str:
+    """The untuned model with the full prompt: what the paper calls the base model's ceiling."""
+    if not base:
+        return ""
+    metric = base["metric"]
+    return (f"Base model without fine-tuning, {base.get('prompt_form', 'full prompt')}: {metric} "
+            f"{base[metric]:.2f}, {base['input_tokens_per_query']:.1f} input tokens / query, "
+            f"{base['seconds_per_instance']:.3f} s / instance.")
+
+
+def render_part(part: Part, record: dict) -> str:
+    """The Markdown of one part: its tables, the plot and how the numbers were made.
+
+    ``record``: what ``flows.reproduce`` stored in ``docs/results/<part>.json``."""
+    runs = record["runs"]
+    out = []
+    for table in part.tables:
+        out += [f"#### {table.title}", "", table_markdown(table, runs), ""]
+        if table.note:
+            out += [table.note, ""]
+    ref = reference_markdown(record.get("base_full_prompt"))
+    if ref:
+        out += [ref, ""]
+    if record.get("plot"):
+        out += [f"![metric vs input tokens, {part.name}]({record['plot']})", ""]
+    prov = record["provenance"]
+    out += ["How these numbers were made:", ""]
+    out += [f"- {key}: {value}" for key, value in prov.items()]
+    return "\n".join(out) + "\n"
+
+
+def replace_region(document: str, name: str, body: str) -> str:
+    """``document`` with the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->``
+    replaced by ``body``; the region is appended when the markers are missing."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if pattern.search(document):
+        return pattern.sub(lambda _: block, document, count=1)
+    return document.rstrip() + "\n\n" + block + "\n"
+
+
+def plot_points(part: Part, runs: dict[str, dict]) -> list[dict]:
+    """Rows for ``report.plot_metric_vs_tokens``: one point per variant that produced a model."""
+    points = []
+    for variant in part.variants:
+        m = runs.get(variant, {}).get("tuned")
+        if m:
+            points.append({"variant": variant, "value": m[m["metric"]], "metric": m["metric"],
+                           "input tokens / query": m["input_tokens_per_query"],
+                           "group": _group_of(part, variant)})
+    return points
+
+
+def _group_of(part: Part, variant: str) -> str:
+    for table in part.tables:
+        for group, variants in table.groups:
+            if variant in variants:
+                return group.split(" (")[0]
+    return "reference"
+
+
+def write_document(path: Path, parts: Sequence[tuple[Part, dict]], header: str) -> str:
+    """Rewrite each part's region of ``path`` (created with ``header`` when missing)."""
+    text = path.read_text() if path.exists() else header
+    for part, record in parts:
+        text = replace_region(text, part.name, render_part(part, record))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
