@@ -1,0 +1,135 @@
+"""docs/results.md's machinery: the equal-steps budget, the paper-layout tables, the reproduce flow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from promptintern.config import preset
+from promptintern.results import PARTS, Table, gap_recovered, replace_region, table_markdown
+from promptintern.train import plan_batches
+from promptintern.variants import variant_config
+
+
+def _steps(cfg, rows: int) -> int:
+    """Optimizer steps a config trains on ``rows`` training rows, summed over its stages."""
+    per_stage = [len(plan_batches([10] * rows, cfg.train.batch_size, cfg.train.epochs_per_stage, s.stage))
+                 for s in cfg.schedule.stages()]
+    return sum(-(-n // cfg.train.grad_accum) for n in per_stage)
+
+
+@pytest.mark.parametrize("variant", ["direct-template-kshot", "direct-no-template", "llmlingua-0.3",
+                                     "promptintern-tau-floor-0.3", "schedule-exponential"])
+def test_equal_steps_budget_gives_every_variant_promptinterns_steps(variant):
+    reference = variant_config("promptintern", "cpu-repro")
+    other = variant_config(variant, "cpu-repro")
+    assert reference.train.total_epochs == other.train.total_epochs == 3.0
+    assert other.train.epochs_per_stage == pytest.approx(3.0 / other.schedule.num_stages)
+    assert _steps(other, 64) == _steps(reference, 64) == 48
+
+
+def test_total_epochs_follows_a_changed_stage_count_and_leaves_other_presets_alone():
+    cfg = preset("cpu-repro", {"schedule": {"num_stages": 4}, "train": {"total_epochs": 2}})
+    assert cfg.train.epochs_per_stage == 0.5
+    assert preset("cpu-demo").train.total_epochs is None and preset("cpu-demo").train.epochs_per_stage == 1.0
+    # a dumped config validates to itself (what a deployment run gets back)
+    assert type(cfg).model_validate(cfg.model_dump(mode="json")) == cfg
+
+
+@pytest.mark.parametrize("value", [0, -1, "three"])
+def test_a_bad_total_epochs_names_the_key(value):
+    with pytest.raises(ValidationError, match="train.total_epochs"):
+        preset("cpu-repro", {"train": {"total_epochs": value}})
+
+
+def test_gap_recovered_is_the_share_of_the_no_template_to_full_prompt_gap():
+    assert gap_recovered(30.0, none=20.0, full=40.0) == 50.0
+    assert gap_recovered(45.0, none=20.0, full=40.0) == 125.0
+    assert gap_recovered(10.0, none=20.0, full=40.0) == -50.0
+    assert gap_recovered(19.95, none=20.0, full=40.0) == 0.0  # shown as "0", not "-0"
+    assert gap_recovered(30.0, none=25.0, full=25.0) is None
+
+
+def _metrics(bleu: float, tokens: float, seconds: float) -> dict:
+    return {"metric": "bleu", "bleu": bleu, "exact_match": 1.0, "nlc2cmd": -0.5,
+            "input_tokens_per_query": tokens, "seconds_per_instance": seconds}
+
+
+def test_table_ratios_are_against_the_full_prompt_fine_tune():
+    table = Table("t", (("Direct", ("direct-template-kshot", "direct-no-template")),
+                        ("Ours", ("promptintern", "llmlingua2-0.3"))))
+    runs = {
+        "direct-template-kshot": {"status": "completed", "tuned": _metrics(40.0, 600.0, 3.0), "steps": 48},
+        "direct-no-template": {"status": "completed", "tuned": _metrics(20.0, 30.0, 0.5), "steps": 48},
+        "promptintern": {"status": "completed", "tuned": _metrics(35.0, 30.0, 0.75), "steps": 48,
+                         "prompt_form": "query only"},
+        "llmlingua2-0.3": {"status": "skipped", "reason": "variant 'llmlingua2-0.3' is unavailable: no | model"},
+    }
+    lines = table_markdown(table, runs).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {cells[1]: dict(zip(header, cells)) for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    ours = rows["promptintern"]
+    assert ours["BLEU"] == "35.00" and ours["prompt at inference"] == "query only"
+    assert ours["fewer tokens than template + k-shot"] == "20.0x"
+    assert ours["speed-up vs template + k-shot"] == "4.00x"
+    assert ours["gap recovered %"] == "75"
+    assert rows["direct-template-kshot"]["gap recovered %"] == "100"
+    assert rows["direct-no-template"]["group"] == "" and rows["direct-template-kshot"]["group"] == "Direct"
+    # a skipped variant keeps its row and says why, without breaking the table
+    assert rows["llmlingua2-0.3"]["prompt at inference"].startswith("*skipped: variant")
+    assert len(rows["llmlingua2-0.3"]) == len(header)
+
+
+def test_replace_region_keeps_the_prose_around_the_markers():
+    doc = "# R\n\nintro\n\n<!-- BEGIN a -->\nold\n<!-- END a -->\n\nwhy a differs\n"
+    new = replace_region(doc, "a", "new table")
+    assert new == "# R\n\nintro\n\n<!-- BEGIN a -->\nnew table\n<!-- END a -->\n\nwhy a differs\n"
+    appended = replace_region(new, "b", "b table")
+    assert appended.startswith(new.rstrip()) and appended.endswith("<!-- BEGIN b -->\nb table\n<!-- END b -->\n")
+    assert replace_region(appended, "b", "b2").count("BEGIN b") == 1
+
+
+def test_every_part_runs_promptintern_and_both_ends_of_the_gap_first():
+    for part in PARTS.values():
+        assert part.variants[:3] == ["promptintern", "direct-template-kshot", "direct-no-template"]
+        assert len(part.variants) == len(set(part.variants))
+
+
+def test_reproduce_writes_the_part_and_a_rerun_gives_the_same_numbers(prefect_harness, tiny_data_dir, tmp_path):
+    """The flow on the tiny model: every variant of the ablations part (schedules, banks, the two
+    ends of the gap), its JSON record, the plot, and its region of a document whose prose stays."""
+    from flows.reproduce import reproduce
+
+    doc = tmp_path / "docs" / "results.md"
+    doc.parent.mkdir()
+    doc.write_text("# Results\n\nhand-written intro\n\n<!-- BEGIN ablations -->\nstale\n<!-- END ablations -->\n\n"
+                   "hand-written discussion\n")
+    args = dict(part="ablations", preset="tiny", overrides={"data_dir": str(tiny_data_dir)},
+                artifact_root=str(tmp_path / "artifacts"), doc=str(doc))
+    reproduce(**args)
+    first = json.loads((tmp_path / "docs" / "results" / "ablations.json").read_text())
+    text = doc.read_text()
+    assert "hand-written intro" in text and "hand-written discussion" in text and "stale" not in text
+    assert (tmp_path / "docs" / "results" / "ablations_metric_vs_tokens.png").stat().st_size > 1000
+    assert "![metric vs input tokens, ablations](results/ablations_metric_vs_tokens.png)" in text
+    assert "python -m flows.reproduce ablations --preset tiny --set data_dir=" in text
+    runs = first["runs"]
+    assert set(runs) == set(PARTS["ablations"].variants)
+    assert all(r["status"] == "completed" for r in runs.values())
+    shown = [v for t in PARTS["ablations"].tables for _, group in t.groups for v in group]
+    for name in shown:  # the two ends of the gap run for the ratios only
+        assert f"| {name} |" in text
+    # bank size changes the shards the first stages train on: a different model
+    assert runs["bank-25"]["stages"][0] != runs["bank-100"]["stages"][0]
+    # bank-100 is PromptIntern's own configuration: the same boxes, the same predictions
+    assert runs["bank-100"]["predictions_sha256"] == runs["promptintern"]["predictions_sha256"]
+    assert first["base_full_prompt"]["label"] == "base-full-prompt"
+
+    reproduce(**args)
+    again = json.loads((tmp_path / "docs" / "results" / "ablations.json").read_text())
+    for name, run in runs.items():
+        assert again["runs"][name]["predictions_sha256"] == run["predictions_sha256"]
+        assert again["runs"][name]["tuned"]["bleu"] == run["tuned"]["bleu"]
