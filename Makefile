@@ -43,7 +43,7 @@ sweep: setup data
 	$(PY) -m flows.sweep --preset $(PRESET) $(foreach v,$(VARIANTS),--variant $(v))
 
 # the experiments of docs/results.md, one part after another; each rewrites its tables there
-PARTS ?= nl2bash ablations mbpp
+PARTS ?= nl2bash ablations mbpp timing
 reproduce: setup data
 	$(PY) -m flows.reproduce $(PARTS)
 

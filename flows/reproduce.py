@@ -3,7 +3,8 @@
     python -m flows.reproduce nl2bash      # methods + PromptIntern ablations on NL2Bash (preset cpu-repro)
     python -m flows.reproduce ablations    # schedule patterns and retrieval-bank sizes on NL2Bash
     python -m flows.reproduce mbpp         # PromptIntern vs template + k-shot vs no template, 500 tasks
-    make reproduce                         # all three, then nothing else to do: docs/results.md is rewritten
+    python -m flows.reproduce timing       # seconds per instance of every model above, re-measured side by side
+    make reproduce                         # all four; docs/results.md is rewritten part by part
 
 Each part runs its variants of the ``promptintern`` flow one after another (as subflows, on
 Prefect's embedded default), stores what every run measured in ``docs/results/<part>.json``, draws
@@ -34,7 +35,7 @@ from prefect.logging import get_run_logger
 from flows.dag import REPO_ROOT, _parse_set, in_repo, promptintern, resolve_config
 from promptintern.config import _merge
 from promptintern.report import plot_metric_vs_tokens
-from promptintern.results import PARTS, Part, plot_points, write_document
+from promptintern.results import PARTS, Part, plot_points, replace_region, retime, timing_markdown, write_document
 from promptintern.variants import VariantUnavailable
 
 PRESET = "cpu-repro"
@@ -173,6 +174,54 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
     return {"record": path, "runs": runs}
 
 
+@flow(name="promptintern-retime", log_prints=True)
+def retime_flow(parts: tuple[str, ...] = ("nl2bash", "mbpp"), rows: int = 24, repeats: int = 3,
+                artifact_root: str = "artifacts", doc: str | None = None) -> dict:
+    """Measure again, side by side, the seconds per instance of every model the parts'
+    records (docs/results/<part>.json) name, and rewrite the ``timing`` region of the document."""
+    doc_path = Path(doc) if doc else DOC
+    root = Path(in_repo(artifact_root))
+    evals, forms = {}, {}
+    for part in parts:
+        path = doc_path.parent / "results" / f"{part}.json"
+        if not path.exists():
+            get_run_logger().warning("no record of part %s (%s): run `python -m flows.reproduce %s` first", part, path, part)
+            continue
+        runs = json.loads(path.read_text())["runs"]
+        for variant in sorted(runs, key=lambda v: PARTS[part].variants.index(v) if v in PARTS[part].variants else 99):
+            run = runs[variant]
+            if run.get("status") != "completed":
+                continue
+            report = json.loads((root / run["run_dir"] / "results.json").read_text())
+            evals[f"{part}/{variant}"] = report["eval_dirs"]["promptintern"]
+            forms[f"{part}/{variant}"] = run["prompt_form"]
+            if "base-full-prompt" in report["eval_dirs"]:
+                evals[f"{part}/base model"] = report["eval_dirs"]["base-full-prompt"]
+                forms[f"{part}/base model"] = (run.get("base_full_prompt") or {}).get("prompt_form", "full prompt")
+    if not evals:
+        raise FileNotFoundError(f"no completed runs in {doc_path.parent / 'results'}; run the parts first")
+    load_start = os.getloadavg()[0]
+    timing = task(name="retime")(retime)(root, evals, rows, repeats)
+    provenance = {
+        "command": f"python -m flows.reproduce timing --rows {rows} --repeats {repeats}",
+        "what": (f"each model of the tables generates for the first {rows} test rows of its part with its own "
+                 f"prompt form, batch size and max_new_tokens; {repeats} rounds in rotating order, median"),
+        "code": code_version(),
+        "machine": _machine(),
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load average": f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
+    }
+    record = {"timing": timing, "forms": forms, "provenance": provenance}
+    out = doc_path.parent / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "timing.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    body = (timing_markdown(timing, forms) + "\n\nHow these numbers were made:\n\n"
+            + "\n".join(f"- {k}: {v}" for k, v in provenance.items()))
+    text = doc_path.read_text() if doc_path.exists() else HEADER
+    doc_path.write_text(replace_region(text, "timing", body))
+    return record
+
+
 def _flatten(tree: dict, prefix: str = "") -> list[str]:
     out = []
     for key, value in tree.items():
@@ -186,18 +235,24 @@ def _flatten(tree: dict, prefix: str = "") -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="+", choices=sorted(PARTS))
+    parser.add_argument("part", nargs="+", choices=sorted(PARTS) + ["timing"],
+                        help="timing: re-measure seconds per instance of the parts already run, side by side")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field for every variant (recorded in the table's command)")
     parser.add_argument("--preset", default=PRESET, help="default cpu-repro (the one docs/results.md uses)")
     parser.add_argument("--artifact-root", default="artifacts")
     parser.add_argument("--doc", default=None, help="the document to rewrite (default docs/results.md)")
+    parser.add_argument("--rows", type=int, default=24, help="timing: test rows per model")
+    parser.add_argument("--repeats", type=int, default=3, help="timing: rounds over all models")
     args = parser.parse_args(argv)
     overrides = _parse_set(args.set) or None
-    for name in args.part:
+    parts = [name for name in args.part if name != "timing"]
+    for name in parts:
         resolve_config(args.preset, _merge({"dataset": PARTS[name].dataset}, overrides or {}), None, "promptintern")
-    for name in args.part:
+    for name in parts:
         reproduce(part=name, preset=args.preset, overrides=overrides, artifact_root=args.artifact_root, doc=args.doc)
+    if "timing" in args.part:
+        retime_flow(rows=args.rows, repeats=args.repeats, artifact_root=args.artifact_root, doc=args.doc)
     return 0
 
 

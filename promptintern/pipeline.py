@@ -18,7 +18,7 @@ import numpy as np
 
 from promptintern.artifacts import resource_errors
 from promptintern.config import CompressionConfig, EvalSettings, LoraSettings, RetrievalConfig, TrainSettings
-from promptintern.datasets import DataError, Example, get_task
+from promptintern.datasets import DataError, Example, Task, get_task
 from promptintern.prompts import Template, render_prompt
 from promptintern.schedule import StageSpec
 
@@ -250,6 +250,28 @@ def merge(model_dir: Path, adapter_dir: Path, out: Path) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+def benchmark_prompts(model_dir: Path, dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None,
+                      k: int, label: str) -> tuple[Task, list[Example], str, list[str]]:
+    """The task, its test rows, the template text and one prompt per test row, as a benchmark
+    feeds them to ``model_dir`` (template at its rate, the row's k most similar training rows)."""
+    from promptintern.models import load_tokenizer
+
+    task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
+    train = read_examples(dataset_dir / "train.jsonl")
+    test = read_examples(dataset_dir / "test.jsonl")
+    neighbors = load_neighbors(bank_dir, "test") if k else None
+    if k and (neighbors is None or neighbors.shape[1] < k):
+        raise ValueError(f"benchmark {label!r} needs {k} shots but the bank holds fewer")
+    template_text = read_template_text(template_dir)
+    check_template_fits(template_text, load_tokenizer(model_dir), model_dir, f"benchmark {label!r}")
+    prompts = [
+        render_prompt(task.format, row.query, template_text,
+                      [(train[j].query, train[j].target) for j in neighbors[i, :k][::-1]] if k else [])
+        for i, row in enumerate(test)
+    ]
+    return task, test, template_text, prompts
+
+
 def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None,
               k: int, cfg: EvalSettings, label: str, out: Path) -> dict:
     """Generate for every test row with the given prompt form and score it.
@@ -262,21 +284,7 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     from promptintern.generate import generate
 
     info = json.loads((dataset_dir / "info.json").read_text())
-    task = get_task(info["task"])
-    train = read_examples(dataset_dir / "train.jsonl")
-    test = read_examples(dataset_dir / "test.jsonl")
-    neighbors = load_neighbors(bank_dir, "test") if k else None
-    if k and (neighbors is None or neighbors.shape[1] < k):
-        raise ValueError(f"benchmark {label!r} needs {k} shots but the bank holds fewer")
-    template_text = read_template_text(template_dir)
-    from promptintern.models import load_tokenizer
-
-    check_template_fits(template_text, load_tokenizer(model_dir), model_dir, f"benchmark {label!r}")
-    prompts = [
-        render_prompt(task.format, row.query, template_text,
-                      [(train[j].query, train[j].target) for j in neighbors[i, :k][::-1]] if k else [])
-        for i, row in enumerate(test)
-    ]
+    task, test, template_text, prompts = benchmark_prompts(model_dir, dataset_dir, template_dir, bank_dir, k, label)
     with resource_errors(f"generation for benchmark {label!r} at eval.batch_size={cfg.batch_size}", out,
                          memory_hint="lower eval.batch_size or eval.max_new_tokens"):
         gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,

@@ -13,6 +13,7 @@ method recovers: ``100 * (m - none) / (full - none)``.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,3 +203,60 @@ def write_document(path: Path, parts: Sequence[tuple[Part, dict]], header: str) 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Seconds per instance, re-measured together
+# ---------------------------------------------------------------------------------------------
+
+
+def retime(root: Path, evals: dict[str, str], rows: int = 24, repeats: int = 3) -> dict[str, dict]:
+    """Seconds per instance of each benchmark's prompt form, measured again side by side.
+
+    A run measures its own benchmark alone, at whatever load the machine had then; here every form
+    (``evals``: name -> benchmark folder under ``root``) generates for the same first ``rows`` test
+    rows with its own model, batch size and max_new_tokens, ``repeats`` times in rotating order,
+    and the median counts. Returns per name: median and all seconds per instance, mean input and
+    output tokens, rows.
+    """
+    import statistics
+
+    from promptintern.generate import generate
+    from promptintern.pipeline import benchmark_prompts
+
+    jobs = {}
+    for name, rel in evals.items():
+        inputs = json.loads((root / rel / "manifest.json").read_text())["inputs"]
+        at = {key: (root / inputs[key]) if inputs.get(key) else None
+              for key in ("model_dir", "dataset_dir", "template_dir", "bank_dir")}
+        task, _, _, prompts = benchmark_prompts(at["model_dir"], at["dataset_dir"], at["template_dir"],
+                                                at["bank_dir"], inputs["k"], name)
+        jobs[name] = dict(model_dir=at["model_dir"], prompts=prompts[:rows], stop=task.stop,
+                          batch_size=inputs["eval"]["batch_size"], max_new_tokens=inputs["eval"]["max_new_tokens"])
+    names = list(jobs)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    tokens: dict[str, tuple[float, float]] = {}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            gens = generate(progress=False, **jobs[name])
+            seconds[name].append(gens.seconds_per_instance)
+            tokens[name] = (statistics.fmean(gens.input_tokens), statistics.fmean(gens.output_tokens))
+    return {name: {"seconds_per_instance": statistics.median(seconds[name]), "all": seconds[name],
+                   "input_tokens": tokens[name][0], "output_tokens": tokens[name][1],
+                   "rows": len(jobs[name]["prompts"])} for name in names}
+
+
+def timing_markdown(timing: dict[str, dict], forms: dict[str, str], reference: str = FULL) -> str:
+    """The re-measured seconds per instance as a table; ``forms``: name -> prompt at inference.
+    Names are ``<part>/<variant>``; the speed-up is against ``<part>/<reference>``."""
+    header = ["part", "method", "prompt at inference", "input tokens / query", "output tokens / query",
+              "s / instance (median)", "all repeats", f"speed-up vs {reference}"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, t in timing.items():
+        part, variant = name.split("/", 1)
+        ref = timing.get(f"{part}/{reference}")
+        lines.append("| " + " | ".join([
+            part, variant, forms.get(name, ""), f"{t['input_tokens']:.1f}", f"{t['output_tokens']:.1f}",
+            f"{t['seconds_per_instance']:.3f}", ", ".join(f"{s:.3f}" for s in t["all"]),
+            f"{ref['seconds_per_instance'] / t['seconds_per_instance']:.2f}x" if ref else ""]) + " |")
+    return "\n".join(lines)

@@ -133,3 +133,17 @@ def test_reproduce_writes_the_part_and_a_rerun_gives_the_same_numbers(prefect_ha
     for name, run in runs.items():
         assert again["runs"][name]["predictions_sha256"] == run["predictions_sha256"]
         assert again["runs"][name]["tuned"]["bleu"] == run["tuned"]["bleu"]
+
+    # seconds per instance of every model of the part, re-measured side by side
+    from flows.reproduce import retime_flow
+
+    timed = retime_flow(parts=("ablations",), rows=2, repeats=2, artifact_root=args["artifact_root"], doc=str(doc))
+    assert set(timed["timing"]) == {f"ablations/{v}" for v in runs} | {"ablations/base model"}
+    assert all(len(t["all"]) == 2 and t["seconds_per_instance"] > 0 and t["rows"] == 2
+               for t in timed["timing"].values())
+    # the query-only model reads far fewer tokens than the full-prompt one
+    assert timed["timing"]["ablations/promptintern"]["input_tokens"] < \
+        timed["timing"]["ablations/direct-template-kshot"]["input_tokens"] / 5
+    text = doc.read_text()
+    assert "<!-- BEGIN timing -->" in text and "| ablations | promptintern | query only |" in text
+    assert "hand-written discussion" in text and "<!-- BEGIN ablations -->" in text
