@@ -3,6 +3,7 @@
     python -m flows.dag                          # preset cpu-demo (the README's main job)
     python -m flows.dag --preset tiny            # seconds, on the locally built model
     python -m flows.dag --preset cpu-demo --set schedule.k0=2 --set train_subset=64
+    python -m flows.dag --preset cpu-demo --task examples/unit-conversion/task.yaml   # your own task
 
 Runs on Prefect's embedded default (no server needed); every box is a cached task, so a second
 run with the same parameters recomputes nothing and a changed parameter recomputes only what
@@ -29,6 +30,7 @@ from prefect.logging import get_run_logger
 
 from promptintern.config import CompressionConfig, RunConfig, preset as load_preset
 from promptintern.data import dataset_digest
+from promptintern.datasets import get_task
 from promptintern.models import model_fingerprint
 from promptintern.report import summary_rows, write_run_report
 from promptintern.variants import variant_config
@@ -49,16 +51,33 @@ VERBATIM = CompressionConfig(method="none")
 
 def resolve_config(preset: str, overrides: dict[str, Any] | None, config: RunConfig | dict | None,
                    variant: str | None = None, dataset: str | None = None,
-                   model: str | None = None) -> RunConfig:
+                   model: str | None = None, task: str | None = None) -> RunConfig:
     """A full config wins; else the preset, the variant's settings, then the overrides, with
-    ``dataset`` / ``model`` as shorthands for those two keys (an override of the same key wins)."""
+    ``dataset`` / ``model`` as shorthands for those two keys (an override of the same key wins).
+    ``task`` is ``dataset`` under the name a task file goes by: a built-in name or a file path."""
     if config is not None:
         return config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
+    if task and dataset and task_path(task) != task_path(dataset):
+        raise ValueError(f"task={task!r} and dataset={dataset!r} name different tasks: give one of them")
+    dataset = task_path(task or dataset) if (task or dataset) else None
     shorthands = {key: value for key, value in (("dataset", dataset), ("model", model)) if value}
     overrides = {**shorthands, **(overrides or {})}
     if variant:
         return variant_config(variant, preset, overrides)
     return load_preset(preset, overrides)
+
+
+def task_path(task: str) -> str:
+    """A built-in task name as given; a task file path made absolute (relative to the working
+    directory, else to the repository root, where a deployment's worker runs flows from)."""
+    from promptintern.taskfile import SUFFIXES
+
+    if not (task.endswith(SUFFIXES) or "/" in task):
+        return task
+    path = Path(task).expanduser()
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
+    return str(path.resolve())
 
 
 def in_repo(path: str) -> str:
@@ -81,9 +100,9 @@ def report_task(root: str, cfg: RunConfig, eval_dirs: dict[str, str], stage_dirs
     result = write_run_report(Path(root), cfg, eval_dirs, stage_dirs, template_dirs)
     result["variant"] = variant
     result["summary"] = summary_rows(result["metrics"], variant)
-    name = artifact_slug(f"{variant or 'custom'}-{cfg.dataset}")
+    name = artifact_slug(f"{variant or 'custom'}-{get_task(cfg.dataset).name}")
     create_table_artifact(result["summary"], key=f"results-{name}",
-                          description=f"promptintern results, {variant or 'custom config'} on {cfg.dataset}")
+                          description=f"promptintern results, {variant or 'custom config'} on {get_task(cfg.dataset).name}")
     create_markdown_artifact(f"# promptintern: {variant or 'custom config'}\n\n{result['markdown']}",
                              key=f"report-{name}", description="results table and how it was made")
     create_link_artifact(Path(result["run_dir"]).as_uri(), link_text=result["run_dir"], key=f"folder-{name}",
@@ -95,11 +114,12 @@ def report_task(root: str, cfg: RunConfig, eval_dirs: dict[str, str], stage_dirs
 @flow(name="promptintern", log_prints=True)
 def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: str | None = None,
                  model: str | None = None, overrides: dict[str, Any] | None = None,
-                 config: RunConfig | None = None, artifact_root: str = "artifacts") -> dict:
-    """Run the DAG for one configuration: a preset (tiny | cpu-demo | paper), optionally a paper
-    variant (``promptintern.variants``), dataset / model shorthands, plus nested overrides
-    (``{"schedule": {"k0": 4}}``); or a full RunConfig."""
-    cfg = resolve_config(preset, overrides, config, variant, dataset, model)
+                 config: RunConfig | None = None, artifact_root: str = "artifacts",
+                 task: str | None = None) -> dict:
+    """Run the DAG for one configuration: a preset (tiny | cpu-demo | cpu-repro | paper), optionally
+    a paper variant (``promptintern.variants``), the task (a built-in name or a task file; ``dataset``
+    is the same thing), a model, plus nested overrides (``{"schedule": {"k0": 4}}``); or a full RunConfig."""
+    cfg = resolve_config(preset, overrides, config, variant, dataset, model, task)
     root = in_repo(artifact_root)
     opts = {"result_storage": Path(root)}
     stages = cfg.schedule.stages()
@@ -174,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu-demo", help="tiny | cpu-demo | paper")
     parser.add_argument("--variant", default=None, help="a paper baseline / ablation (promptintern.variants)")
-    parser.add_argument("--dataset", default=None, help="nl2bash | mbpp | nl2f (default: the preset's)")
+    parser.add_argument("--task", "--dataset", dest="task", default=None,
+                        help="nl2bash | mbpp | nl2f | path/to/task.yaml (default: the preset's)")
     parser.add_argument("--model", default=None, help="tiny | smollm2-135m | a local HF folder | a hub id")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set schedule.k0=2 (repeatable)")
@@ -182,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = _parse_set(args.set)
     # a bad key fails here, before Prefect starts
-    resolve_config(args.preset, overrides, None, args.variant, args.dataset, args.model)
+    resolve_config(args.preset, overrides, None, args.variant, None, args.model, args.task)
     started = time.time()
-    result = promptintern(preset=args.preset, variant=args.variant, dataset=args.dataset, model=args.model,
+    result = promptintern(preset=args.preset, variant=args.variant, task=args.task, model=args.model,
                           overrides=overrides, artifact_root=args.artifact_root)
     print(result["markdown"])
     print(f"wall time {time.time() - started:.0f} s; results in {result['run_dir']}")

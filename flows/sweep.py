@@ -35,7 +35,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
-from flows.dag import _parse_set, in_repo, promptintern, resolve_config
+from flows.dag import _parse_set, in_repo, promptintern, resolve_config, task_path
 from promptintern.report import SWEEP_COLUMNS, write_sweep_report
 from promptintern.variants import VARIANTS, VariantUnavailable
 
@@ -45,12 +45,12 @@ DEFAULT_VARIANTS = ["promptintern", "no-example-absorption", "direct-template-ks
 
 
 def _plan(variants: list[str], preset: str, dataset: str | None, model: str | None,
-          overrides: dict[str, Any] | None) -> tuple[list[str], list[dict]]:
+          overrides: dict[str, Any] | None, task: str | None = None) -> tuple[list[str], list[dict]]:
     """Split the variants into runnable ones and skipped ones (with the reason); unknown names fail."""
     runnable, skipped = [], []
     for name in variants:
         try:
-            resolve_config(preset, overrides, None, name, dataset, model)
+            resolve_config(preset, overrides, None, name, dataset, model, task)
         except VariantUnavailable as exc:
             skipped.append({"variant": name, "status": "skipped", "reason": str(exc), "rows": []})
         else:
@@ -145,10 +145,13 @@ def sweep_report_task(root: str, runs: list[dict], provenance: dict) -> dict:
 def sweep(variants: list[str] | None = None, preset: str = "cpu-demo", dataset: str | None = None,
           model: str | None = None, overrides: dict[str, Any] | None = None,
           mode: Literal["deployment", "in-process"] = "in-process", deployment: str = ABLATION,
-          artifact_root: str = "artifacts", poll_seconds: float = 5.0, timeout_s: float | None = None) -> dict:
+          artifact_root: str = "artifacts", poll_seconds: float = 5.0, timeout_s: float | None = None,
+          task: str | None = None) -> dict:
     """Run ``variants`` (default: four that span the paper's tables; ``["all"]``: every variant)
     with the same preset / dataset / model / overrides, then publish one comparison table and plot."""
     names = list(VARIANTS) if variants in (["all"], ("all",)) else list(variants or DEFAULT_VARIANTS)
+    if task:  # a task file travels as an absolute path: a worker elsewhere in the tree finds it
+        dataset, task = task_path(task), None
     runnable, skipped = _plan(names, preset, dataset, model, overrides)
     for row in skipped:
         get_run_logger().warning("skipping %s: %s", row["variant"], row["reason"])
@@ -189,13 +192,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", action="append", default=[], help="repeatable; 'all' for every variant")
     parser.add_argument("--preset", default="cpu-demo")
-    parser.add_argument("--dataset", default=None)
+    parser.add_argument("--task", "--dataset", dest="task", default=None,
+                        help="nl2bash | mbpp | nl2f | path/to/task.yaml (default: the preset's)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--mode", choices=("in-process", "deployment"), default="in-process")
     parser.add_argument("--artifact-root", default="artifacts")
     args = parser.parse_args(argv)
-    result = sweep(variants=args.variant or None, preset=args.preset, dataset=args.dataset, model=args.model,
+    result = sweep(variants=args.variant or None, preset=args.preset, task=args.task, model=args.model,
                    overrides=_parse_set(args.set) or None, mode=args.mode, artifact_root=args.artifact_root)
     print(result["markdown"])
     print(f"plot: {result['plot']}")

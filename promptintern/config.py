@@ -158,7 +158,8 @@ class EvalSettings(_Strict):
 class RunConfig(_Strict):
     """Everything one run of the ``promptintern`` flow depends on."""
 
-    dataset: Literal["nl2bash", "mbpp", "nl2f"] = "nl2bash"
+    dataset: str = Field("nl2bash", description="the task: a built-in name (nl2bash, mbpp, nl2f) or a task "
+                                                "file (YAML / TOML, see promptintern.taskfile)")
     data_dir: str = Field("data", description="folder filled by `python -m promptintern.data fetch`")
     model: str = Field("smollm2-135m", description="'smollm2-135m', 'tiny', a local folder or a hub id")
     train_subset: int | None = Field(None, ge=1, description="first N shuffled training rows")
@@ -197,9 +198,9 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _test_split_exists(self) -> RunConfig:
-        from promptintern.datasets import TASKS
+        from promptintern.datasets import get_task
 
-        splits = TASKS[self.dataset].splits
+        splits = get_task(self.dataset).splits  # reads and validates a task file: its errors name file:line: key
         if self.eval.test_split not in splits:
             raise ValueError(f"eval.test_split={self.eval.test_split!r}: dataset {self.dataset!r} has no "
                              f"such split; allowed: {list(splits)}")

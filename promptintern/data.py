@@ -113,13 +113,19 @@ def verify(dest: Path = DEFAULT_DEST) -> list[str]:
 
 
 def dataset_digest(data_dir: str | Path, dataset: str) -> str:
-    """sha256 over the dataset's files as they are in ``data_dir`` (what a cache key needs)."""
+    """sha256 over what a task's rows are made from (what a cache key needs): its task file and
+    every file it names (template files, data, shot pool), plus a built-in benchmark's files as
+    they are in ``data_dir``."""
+    from promptintern.taskfile import files_digest
+
     digest = hashlib.sha256()
     for spec in FILES:
         path = Path(data_dir) / spec.path
         if spec.dataset == dataset and path.is_file():
             digest.update(spec.path.encode())
             digest.update(sha256_file(path).encode())
+    for name, sha in sorted(files_digest(dataset, data_dir).items()):
+        digest.update(f"{name}={sha}".encode())
     return digest.hexdigest()[:16]
 
 

@@ -64,12 +64,25 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
         test = test[:test_subset]
     info = {"task": task_name, "train_rows": len(train), "test_rows": len(test),
             "test_split": test_split, "seed": seed}
+    pool = task.load_pool(Path(data_dir)) if task.load_pool is not None else None
+    if pool is not None:
+        if not pool:
+            raise DataError(f"{task.source}: shots.pool has no rows")
+        info |= {"pool_rows": len(pool), "shot_select": task.shot_select}
     with resource_errors(f"writing the {task_name} dataset rows", out):
         write_examples(out / "train.jsonl", train)
         write_examples(out / "test.jsonl", test)
+        if pool is not None:
+            write_examples(out / "pool.jsonl", pool)
         (out / "template.json").write_text(task.template.model_dump_json(indent=2))
         (out / "info.json").write_text(json.dumps(info, indent=2))
     return info
+
+
+def read_shot_pool(dataset_dir: Path) -> list[Example]:
+    """Where shots come from: the task's fixed pool when it has one, else the training rows."""
+    pool = dataset_dir / "pool.jsonl"
+    return read_examples(pool if pool.is_file() else dataset_dir / "train.jsonl")
 
 
 def load_template(dataset_dir: Path) -> Template:
@@ -116,11 +129,16 @@ def read_template_text(template_dir: Path | None) -> str:
 
 
 def bank(dataset_dir: Path, k: int, cfg: RetrievalConfig, seed: int, out: Path) -> dict:
-    """Top-k training neighbors of every training row (self excluded) and every test row."""
+    """Top-k training neighbors of every training row (self excluded) and every test row.
+
+    A task with a fixed shot pool (``pool.jsonl``) draws from the pool instead: its first k rows
+    for every row (``shot_select`` fixed), or the k most similar pool rows (retrieve)."""
     from promptintern.retrieve import build_bank, retrieve_for
 
     train = read_examples(dataset_dir / "train.jsonl")
     test = read_examples(dataset_dir / "test.jsonl")
+    if (dataset_dir / "pool.jsonl").is_file():
+        return _pool_bank(dataset_dir, train, test, k, cfg, out)
     k = min(k, len(train) - 1)
     queries = [r.query for r in train]
     with resource_errors(f"building the {cfg.scorer} retrieval bank over {len(train)} rows", out,
@@ -131,6 +149,25 @@ def bank(dataset_dir: Path, k: int, cfg: RetrievalConfig, seed: int, out: Path) 
         np.save(out / "test_neighbors.npy", retrieve_for([r.query for r in test], queries, k, scorer=cfg.scorer))
     stats = {"k": k, "scorer": cfg.scorer, "bank_fraction": cfg.bank_fraction,
              "pool_size": train_bank.pool_size, "train_rows": len(train), "test_rows": len(test)}
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def _pool_bank(dataset_dir: Path, train: list[Example], test: list[Example], k: int, cfg: RetrievalConfig,
+               out: Path) -> dict:
+    from promptintern.retrieve import retrieve_for
+
+    pool = read_examples(dataset_dir / "pool.jsonl")
+    select = json.loads((dataset_dir / "info.json").read_text()).get("shot_select", "fixed")
+    k = min(k, len(pool))
+    for split, rows in (("train", train), ("test", test)):
+        if select == "fixed":
+            neighbors = np.tile(np.arange(k, dtype=np.int64), (len(rows), 1))
+        else:
+            neighbors = retrieve_for([r.query for r in rows], [p.query for p in pool], k, scorer=cfg.scorer)
+        np.save(out / f"{split}_neighbors.npy", neighbors)
+    stats = {"k": k, "scorer": cfg.scorer if select == "retrieve" else None, "shots_from": f"pool ({select})",
+             "pool_size": len(pool), "train_rows": len(train), "test_rows": len(test)}
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats
 
@@ -181,7 +218,7 @@ def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, s
     check_template_fits(template_text, tokenizer, model_dir, f"stage {spec.stage} (tau={spec.tau})")
     with resource_errors(f"writing the stage {spec.stage} shard", out):
         stats = write_shard(
-            out / "shard.parquet", train, train, load_neighbors(bank_dir, "train"), spec,
+            out / "shard.parquet", train, read_shot_pool(dataset_dir), load_neighbors(bank_dir, "train"), spec,
             template_text, task.format, tokenizer,
             extra_metadata={"template_rate_achieved": template_stats.get("rate_achieved", 0.0 if spec.tau == 0 else 1.0),
                             "tokenizer": model_dir.name},
@@ -257,7 +294,7 @@ def benchmark_prompts(model_dir: Path, dataset_dir: Path, template_dir: Path | N
     from promptintern.models import load_tokenizer
 
     task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
-    train = read_examples(dataset_dir / "train.jsonl")
+    pool = read_shot_pool(dataset_dir)
     test = read_examples(dataset_dir / "test.jsonl")
     neighbors = load_neighbors(bank_dir, "test") if k else None
     if k and (neighbors is None or neighbors.shape[1] < k):
@@ -266,7 +303,7 @@ def benchmark_prompts(model_dir: Path, dataset_dir: Path, template_dir: Path | N
     check_template_fits(template_text, load_tokenizer(model_dir), model_dir, f"benchmark {label!r}")
     prompts = [
         render_prompt(task.format, row.query, template_text,
-                      [(train[j].query, train[j].target) for j in neighbors[i, :k][::-1]] if k else [])
+                      [(pool[j].query, pool[j].target) for j in neighbors[i, :k][::-1]] if k else [])
         for i, row in enumerate(test)
     ]
     return task, test, template_text, prompts
@@ -280,7 +317,6 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     and ``metrics.json`` (scores, input tokens per query, seconds per instance, provenance).
     """
     from promptintern.cost import cost_report, count_openai_tokens
-    from promptintern.evaluate import postprocess, score_examples
     from promptintern.generate import generate
 
     info = json.loads((dataset_dir / "info.json").read_text())
@@ -289,8 +325,8 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
                          memory_hint="lower eval.batch_size or eval.max_new_tokens"):
         gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,
                         batch_size=cfg.batch_size, stop=task.stop)
-    answers = [postprocess(task.name, t) for t in gens.texts]
-    scores = score_examples(task.name, answers, test, sandbox={
+    answers = [task.postprocess(t) for t in gens.texts]
+    scores = task.score(answers, test, {
         "mode": cfg.sandbox, "workers": cfg.sandbox_workers, "timeout_s": cfg.sandbox_timeout_s})
     verdicts = scores.pop("per_task", None) or [{} for _ in test]
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as fh:

@@ -44,8 +44,8 @@ from tasks.locking import FlockLockManager
 _BASE = ("promptintern.pipeline", "promptintern.artifacts", "tasks.caching")
 CODE = {
     "models": ("promptintern.models",) + _BASE,
-    "datasets": ("promptintern.datasets.base", "promptintern.datasets.nl2bash",
-                 "promptintern.datasets.mbpp", "promptintern.prompts") + _BASE,
+    "datasets": ("promptintern.datasets", "promptintern.datasets.base", "promptintern.datasets.mbpp",
+                 "promptintern.datasets.nl2f", "promptintern.taskfile", "promptintern.prompts") + _BASE,
     "templates": ("promptintern.compress", "promptintern.compress_llmlingua2",
                   "promptintern.compress_selective_context", "promptintern.compress_api",
                   "promptintern.prompts") + _BASE,
@@ -55,8 +55,8 @@ CODE = {
     "adapters": ("promptintern.train", "promptintern.config") + _BASE,
     "merged": ("promptintern.merge",) + _BASE,
     "evals": ("promptintern.generate", "promptintern.evaluate", "promptintern.evaluate.common",
-              "promptintern.evaluate.nl2bash", "promptintern.evaluate.mbpp",
-              "promptintern.prompts") + _BASE,
+              "promptintern.evaluate.nl2bash", "promptintern.evaluate.mbpp", "promptintern.evaluate.nl2f",
+              "promptintern.evaluate.execution", "promptintern.taskfile", "promptintern.prompts") + _BASE,
 }
 
 

@@ -82,7 +82,7 @@ def test_bad_config_names_the_key_and_the_allowed_values(case):
 
 
 @pytest.mark.parametrize("call, phrases", [
-    (lambda: preset("huge"), ["unknown preset 'huge'", "['cpu-demo', 'paper', 'tiny']"]),
+    (lambda: preset("huge"), ["unknown preset 'huge'", "['cpu-demo', 'cpu-repro', 'paper', 'tiny']"]),
     (lambda: variant_config("promptintern-turbo", "tiny"),
      ["unknown variant 'promptintern-turbo'", "'direct-no-template'", "'promptintern-tau-floor-0.3'"]),
     (lambda: variant_config("promptintern", "huge"), ["unknown preset 'huge'", "allowed"]),
@@ -125,10 +125,10 @@ DATA_CASES = {
     "malformed JSONL line": (lambda d: _edit_line(d / "nl2bash/split/train.jsonl", 3, '{"id": 2, "nl": "x",'),
                              {}, r"nl2bash/split/train.jsonl:3: not valid JSON"),
     "row missing a field": (lambda d: _edit_line(d / "nl2bash/split/test.jsonl", 2, '{"id": 1, "nl": "x"}'),
-                            {}, r"nl2bash/split/test.jsonl:2: missing field\(s\) \['cmd'\]; every row needs "
-                                r"\['id', 'nl', 'cmd'\]"),
+                            {}, r"nl2bash/split/test.jsonl:2: no column 'cmd' \(the task file's data.output\); "
+                                r"the row has \['id', 'nl'\]"),
     "null field": (lambda d: _edit_line(d / "nl2bash/split/train.jsonl", 5, '{"id": 4, "nl": null, "cmd": "ls"}'),
-                   {}, r"train.jsonl:5: field 'nl' must be str, got NoneType"),
+                   {}, r"train.jsonl:5: column 'nl' \(data.query\) is empty"),
     "line not an object": (lambda d: _edit_line(d / "nl2bash/split/train.jsonl", 1, '["ls", "-a"]'),
                            {}, r"train.jsonl:1: expected a JSON object, got list"),
     "not UTF-8": (lambda d: _edit_line(d / "nl2bash/split/train.jsonl", 4, b'{"id": 3, "nl": "\xff", "cmd": "ls"}'),

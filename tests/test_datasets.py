@@ -4,7 +4,6 @@ import pytest
 
 from conftest import SHARED_DATA
 from promptintern.datasets import DataError, get_task, read_jsonl
-from promptintern.datasets.mbpp import SYSTEM
 from promptintern.prompts import render_prompt
 
 needs_shared = pytest.mark.skipif(not (SHARED_DATA / "mbpp" / "mbpp.jsonl").is_file(),
@@ -64,4 +63,4 @@ def test_mbpp_prompt_matches_the_official_repo_recipe():
         " \nProvided below are three test cases, make sure your code can be tested by the test cases."
         " Your given test cases are:\n" + "\n".join(raw["test_list"]) + "\n")
     assert row.target == "```python\n" + raw["code"].replace("\r\n", "\n") + "\n```"
-    assert "descirption" in SYSTEM  # the original's typo, kept verbatim
+    assert "descirption" in get_task("mbpp").template.text  # the original's typo, kept verbatim

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from promptintern.datasets import Example
-from promptintern.datasets import mbpp, nl2bash
+from promptintern.datasets import get_task
+
+NL2BASH, MBPP = get_task("nl2bash"), get_task("mbpp")
+MBPP_SYSTEM = MBPP.template.sections[0].text
 from promptintern.export import (
     inspect_openai_chat_jsonl,
     shard_to_openai_jsonl,
@@ -24,7 +27,7 @@ ROWS = [
     Example(id="train-3", query="show free disk space", target="df -h"),
 ]
 NEIGHBORS = np.array([[(i + 1) % 4, (i + 2) % 4] for i in range(4)])
-TEMPLATE = nl2bash.TEMPLATE.text
+TEMPLATE = NL2BASH.template.text
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def tok(tiny_model_dir):
 
 def make_shard(tmp_path, tok, spec, template_text):
     path = tmp_path / f"{spec.name}.parquet"
-    write_shard(path, ROWS, ROWS, NEIGHBORS if spec.k else None, spec, template_text, nl2bash.FORMAT, tok)
+    write_shard(path, ROWS, ROWS, NEIGHBORS if spec.k else None, spec, template_text, NL2BASH.format, tok)
     return path
 
 
@@ -45,7 +48,7 @@ def read_lines(path):
 def test_stage_with_template_and_shots_roundtrips(tmp_path, tok):
     shard = make_shard(tmp_path, tok, StageSpec(stage=1, tau=1.0, k=1), TEMPLATE)
     out = tmp_path / "stage1.jsonl"
-    stats = shard_to_openai_jsonl(shard, out, TEMPLATE, fmt=nl2bash.FORMAT)
+    stats = shard_to_openai_jsonl(shard, out, TEMPLATE, fmt=NL2BASH.format)
     assert stats["rows"] == 4 == stats["rows_with_system"] == stats["rows_template_split"]
     assert stats["path"] == str(out)
     assert set(stats["mean_chars"]) == {"system", "user", "assistant"}
@@ -59,7 +62,7 @@ def test_stage_with_template_and_shots_roundtrips(tmp_path, tok):
         system, user, assistant = line["messages"]
         assert [m["role"] for m in line["messages"]] == ["system", "user", "assistant"]
         assert system["content"] == TEMPLATE.strip()
-        assert system["content"] + nl2bash.FORMAT.separator + user["content"] == row["prompt"]
+        assert system["content"] + NL2BASH.format.separator + user["content"] == row["prompt"]
         assert user["content"].startswith("Examples:") and user["content"].endswith(f"Task: {ex.query}\nCommand:")
         assert assistant["content"] == ex.target == row["target"][1:]
     # ensure_ascii=False: non-ASCII text is written as is
@@ -69,7 +72,7 @@ def test_stage_with_template_and_shots_roundtrips(tmp_path, tok):
 def test_query_only_stage_has_no_system_message(tmp_path, tok):
     shard = make_shard(tmp_path, tok, StageSpec(stage=2, tau=0.0, k=0), "")
     out = tmp_path / "stage2.jsonl"
-    stats = shard_to_openai_jsonl(shard, out, "", fmt=nl2bash.FORMAT)
+    stats = shard_to_openai_jsonl(shard, out, "", fmt=NL2BASH.format)
     assert stats["rows_with_system"] == 0 and stats["mean_chars"]["system"] == 0.0
     assert validate_openai_chat_jsonl(out) == []
     for row, ex, line in zip(read_shard(shard).to_pylist(), ROWS, read_lines(out)):
@@ -89,18 +92,18 @@ def test_query_only_stage_has_no_system_message(tmp_path, tok):
 def test_output_is_deterministic_and_atomic(tmp_path, tok):
     shard = make_shard(tmp_path, tok, StageSpec(stage=1, tau=1.0, k=1), TEMPLATE)
     a, b = tmp_path / "a.jsonl", tmp_path / "out" / "b.jsonl"
-    shard_to_openai_jsonl(shard, a, TEMPLATE, fmt=nl2bash.FORMAT)
-    shard_to_openai_jsonl(shard, b, TEMPLATE, fmt=nl2bash.FORMAT)
+    shard_to_openai_jsonl(shard, a, TEMPLATE, fmt=NL2BASH.format)
+    shard_to_openai_jsonl(shard, b, TEMPLATE, fmt=NL2BASH.format)
     assert a.read_bytes() == b.read_bytes()
     assert sorted(p.name for p in b.parent.iterdir()) == ["b.jsonl"]  # no temp file left behind
 
 
 def test_split_prompt_matches_mbpp_system_template():
     # MBPP's template is the official repo's system message; render_prompt strips it
-    prompt = mbpp.TEMPLATE.text + "\n\nHere is the description...\nSolution:\n"
-    system, user = split_prompt(prompt, mbpp.SYSTEM)
-    assert system == mbpp.SYSTEM.strip() and user == "Here is the description...\nSolution:\n"
-    assert split_prompt("something else", mbpp.SYSTEM) == (None, "something else")
+    prompt = MBPP.template.text + "\n\nHere is the description...\nSolution:\n"
+    system, user = split_prompt(prompt, MBPP_SYSTEM)
+    assert system == MBPP_SYSTEM.strip() and user == "Here is the description...\nSolution:\n"
+    assert split_prompt("something else", MBPP_SYSTEM) == (None, "something else")
 
 
 def test_validator_names_bad_lines(tmp_path):

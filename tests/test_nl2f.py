@@ -33,8 +33,11 @@ def write(tmp_path, split, payload):
 def test_loader_makes_one_example_per_formula(tmp_path):
     write(tmp_path, "test", RECORDS)
     task = get_task("nl2f")
-    assert task.splits == ("train", "valid", "test") and task.metric == "exact_match" and task.stop
+    assert task.splits == ("train", "valid", "test") and task.stop
     rows = task.load(tmp_path, "test")
+    scores = task.score([rows[0].target, "=1", rows[2].target], rows)  # the task file's scorer
+    assert scores["metric"] == "exact_match" and scores["exact_match"] == pytest.approx(200 / 3, abs=1e-3)
+    assert scores["by_level"]["medium"]["exact_match"] == 0.0
     assert [r.id for r in rows] == ["test-0-0", "test-0-1", "test-1-0"]
     assert rows[0].target == "=SUM(C2:C11)"  # Formula2, stripped
     assert rows[1].meta == {"table_name": "sales", "level": "medium", "formula": '=COUNTIF(Region,"North")'}

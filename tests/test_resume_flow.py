@@ -75,7 +75,7 @@ def test_a_kill_mid_checkpoint_swap_resumes_from_the_previous_checkpoint(tiny_mo
 
     from promptintern.config import LoraSettings, TrainSettings
     from promptintern.datasets import Example
-    from promptintern.datasets.nl2bash import FORMAT
+    from promptintern.datasets import get_task
     from promptintern.models import load_tokenizer
     from promptintern.schedule import StageSpec
     from promptintern.shards import write_shard
@@ -83,7 +83,7 @@ def test_a_kill_mid_checkpoint_swap_resumes_from_the_previous_checkpoint(tiny_mo
 
     rows = [Example(id=str(i), query=f"show file {i}", target=f"cat f{i}.txt") for i in range(8)]
     shard = tmp_path / "shard.parquet"
-    write_shard(shard, rows, rows, None, StageSpec(stage=1, tau=1.0, k=0), "Translate to bash.", FORMAT,
+    write_shard(shard, rows, rows, None, StageSpec(stage=1, tau=1.0, k=0), "Translate to bash.", get_task("nl2bash").format,
                 load_tokenizer(tiny_model_dir))
     cfg = TrainSettings(epochs_per_stage=2, batch_size=2, lr=1e-3, checkpoint_every=2)
     lora = LoraSettings(r=4, alpha=8, dropout=0.1)

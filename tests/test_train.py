@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from promptintern.config import LoraSettings, TrainSettings
-from promptintern.datasets.nl2bash import FORMAT
 from promptintern.models import load_tokenizer
 from promptintern.schedule import StageSpec
 from promptintern.shards import write_shard
-from promptintern.datasets import Example
+from promptintern.datasets import Example, get_task
 from promptintern.train import IGNORE_INDEX, collate, encode_row, plan_batches, target_loss, train_stage
+
+FORMAT = get_task("nl2bash").format
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LORA = LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=ALL_LINEAR)

@@ -82,6 +82,14 @@ class Task:
     extra: dict[str, Any] = field(default_factory=dict)
     # where a split's rows come from, for error messages: (data_dir, split) -> "<file> (...)"
     split_source: Callable[[Path, str], str] | None = None
+    # the model's raw completion -> the answer that is scored
+    postprocess: Callable[[str], str] = str.strip
+    # (answers, test rows, sandbox options) -> scores with "metric" naming the headline key
+    score: Callable[..., dict] | None = None
+    # a fixed pool of few-shot examples (data_dir -> rows); None: shots come from the training rows
+    load_pool: Callable[[Path], list[Example]] | None = None
+    shot_select: str = "retrieve"  # with a pool: "fixed" (its first k) or "retrieve"
+    source: str = ""               # the task file this task was read from
 
     def load(self, data_dir: str | Path, split: str) -> list[Example]:
         if split not in self.splits:

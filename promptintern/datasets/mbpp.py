@@ -4,32 +4,18 @@ File read: ``<data_dir>/mbpp/mbpp.jsonl`` (974 rows; keys text, code, task_id, t
 test_list, challenge_test_list). Splits by task_id, as the paper's code uses them:
 prompt 1-10, test 11-510 (500 tasks), validation 511-600, train 601-974.
 
-Template and query follow the official PromptIntern repo exactly (../shared/data/
-PROMPTINTERN_NOTES.txt): the template is the system message, the query the user message
-(description + the three test cases), the target ```` ```python\\n<code>\\n``` ````. The one change:
-the reference code's CRLF line ends become LF, which tokenizers handle far better.
+Template (``promptintern/taskfiles/mbpp.yaml``) and query follow the official PromptIntern repo
+exactly (../shared/data/PROMPTINTERN_NOTES.txt): the template is the system message, the query the
+user message (description + the three test cases), the target ```` ```python\\n<code>\\n``` ````. The
+one change: the reference code's CRLF line ends become LF, which tokenizers handle far better.
+This module is the task file's ``data.loader``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from promptintern.datasets.base import Example, Task, read_jsonl
-from promptintern.prompts import PromptFormat, Template
-
-# Verbatim from the official repo, typo ("descirption") and spacing included.
-SYSTEM = (
-    "\nYou are a software programmer. \nRead the tasks claimed below and write corresponding Python "
-    "functions. \nYou will be given three test cases for your written function.  \nPlease also follow "
-    "the instructions below:\n1. **Understand and Clarify**: Make sure you understand the task with "
-    'detailed descirption after "Here is the description of the python tasks" .\n2. '
-    "**Algorithm/Method Design**: your function name should match the name shown in three test "
-    "cases.\n3. **Code Generation**: Ensure that your code is efficient, readable, and well-commented "
-    "for the three given test cases.\n"
-)
-
-TEMPLATE = Template.from_text(SYSTEM)
-FORMAT = PromptFormat(query_prefix="", answer_cue="\nSolution:\n", target_prefix="")
+from promptintern.datasets.base import Example, read_jsonl
 
 SPLIT_RANGES = {
     "prompt": range(1, 11),
@@ -78,16 +64,5 @@ def load_split(data_dir: Path, split: str) -> list[Example]:
     return sorted(rows, key=lambda ex: ex.meta["task_id"])
 
 
-TASK = Task(
-    name="mbpp",
-    template=TEMPLATE,
-    format=FORMAT,
-    splits=tuple(SPLIT_RANGES),
-    load_split=load_split,
-    metric="exact_match",
-    default_k0=5,
-    stop=("\n```",),
-    description="English + asserts -> Python function (MBPP, test = task_id 11-510)",
-    split_source=lambda data_dir, split: (f"{data_dir / 'mbpp' / 'mbpp.jsonl'} (no task_id in "
-                                          f"{SPLIT_RANGES[split].start}-{SPLIT_RANGES[split].stop - 1})"),
-)
+load_split.source = lambda data_dir, split: (  # for error messages
+    f"{Path(data_dir) / 'mbpp' / 'mbpp.jsonl'} (no task_id in {SPLIT_RANGES[split].start}-{SPLIT_RANGES[split].stop - 1})")

@@ -25,7 +25,8 @@ way formulas address them::
 At most ``MAX_ROWS`` data rows are shown, each cell cut to ``MAX_CELL_CHARS`` characters, and the
 whole table part to ``MAX_TABLE_CHARS`` (cut at a line end when possible, ending with "...").
 
-The template (instruction + a short reference of spreadsheet functions) is ours: the paper gives none.
+The template (``promptintern/taskfiles/nl2f.yaml``: instruction + a short reference of spreadsheet
+functions) is ours: the paper gives none. This module is the task file's ``data.loader``.
 Metric: exact string match after stripping (``promptintern.evaluate.nl2f``), with a per-level breakdown.
 """
 
@@ -35,60 +36,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from promptintern.datasets.base import DataError, Example, Task
-from promptintern.prompts import PromptFormat, Template, TemplateSection
+from promptintern.datasets.base import DataError, Example
 
 MAX_ROWS = 3
 MAX_CELL_CHARS = 30
 MAX_TABLE_CHARS = 600
-
-INSTRUCTION = """\
-You are an expert in spreadsheets who turns questions about a table into one spreadsheet \
-formula. Read the question and the table after "Question:" and answer after "Formula:" with \
-exactly one formula on one line and nothing else: no explanation, no quotes or code fences \
-around it. The table sits in a sheet with its header in row 1 and its data from row 2 on; \
-columns are named A, B, C and so on, as given in the table description. Refer to whole data \
-columns with ranges such as C2:C121, using the row count given in the description. Put text \
-criteria in double quotes, exactly as they appear in the table, and write numbers without quotes. \
-Use the functions below, nest them when the question needs several steps, and prefer the \
-shortest formula that answers the question."""
-
-DOCUMENT = """\
-Reference of the spreadsheet functions used most often:
-- SUM(range), AVERAGE(range), COUNT(range), COUNTA(range), MAX(range), MIN(range): aggregate a \
-range; MEDIAN(range) and ROUND(value, digits) work the same way.
-- COUNTIF(range, criterion) counts the cells that meet one criterion, e.g. COUNTIF(B2:B50, "North") \
-or COUNTIF(C2:C50, ">100"); COUNTIFS(range1, crit1, range2, crit2, ...) needs all criteria.
-- SUMIF(range, criterion, sum_range), SUMIFS(sum_range, range1, crit1, ...), \
-AVERAGEIF(range, criterion, average_range), AVERAGEIFS(average_range, range1, crit1, ...): \
-aggregate the rows that match.
-- MAXIFS(max_range, range1, crit1, ...) and MINIFS(min_range, range1, crit1, ...): the largest or \
-smallest value among the matching rows.
-- FILTER(array, condition): the rows of array where the condition holds, e.g. \
-FILTER(A2:A50, C2:C50>100); combine conditions with * for AND and + for OR.
-- SORT(array, sort_index, 1|-1), UNIQUE(array), ROWS(array): order, deduplicate, count rows.
-- INDEX(range, row) with MATCH(value, range, 0) looks up a value: INDEX(A2:A50, MATCH(MAX(C2:C50), \
-C2:C50, 0)) is the name on the row with the largest value in C; XLOOKUP(value, lookup_range, \
-return_range) and VLOOKUP(value, table, column, FALSE) do the same.
-- LARGE(range, k) and SMALL(range, k): the k-th largest or smallest value.
-- IF(condition, then, else), AND(...), OR(...), NOT(...): logic; comparisons are =, <>, <, >, <=, >=.
-- Arithmetic: + - * / between values and functions, e.g. SUM(C2:C50)/COUNT(C2:C50), \
-MAX(C2:C50)-MIN(C2:C50).
-- Text: CONCATENATE or &, LEFT, RIGHT, LEN, UPPER, LOWER; wildcards in criteria: "*" matches any \
-text and "?" one character, e.g. COUNTIF(A2:A50, "North*").
-- Dates: YEAR(date), MONTH(date), DAY(date), DATE(year, month, day); compare dates with the same \
-operators as numbers.
-- A share is a ratio such as COUNTIF(B2:B50, "North")/COUNTA(B2:B50); a difference between two rows \
-subtracts two lookups."""
-
-TEMPLATE = Template(
-    sections=(
-        TemplateSection(kind="instruction", text=INSTRUCTION),
-        TemplateSection(kind="document", text=DOCUMENT),
-    )
-)
-
-FORMAT = PromptFormat(query_prefix="Question: ", answer_cue="\nFormula:", target_prefix=" ")
 
 SPLITS = ("train", "valid", "test")
 TABLE_KEYS = ("TableName", "Table", "t5Formulas")
@@ -187,15 +139,4 @@ def load_split(data_dir: Path, split: str) -> list[Example]:
     return rows
 
 
-TASK = Task(
-    name="nl2f",
-    template=TEMPLATE,
-    format=FORMAT,
-    splits=SPLITS,
-    load_split=load_split,
-    metric="exact_match",
-    default_k0=5,  # queries carry a table, so shots cost ~3x an NL2Bash shot
-    stop=("\n",),
-    description="question + table -> spreadsheet formula (NL2Formula, target Formula2)",
-    split_source=lambda data_dir, split: str(data_dir / "nl2f" / f"{split}.json"),
-)
+load_split.source = lambda data_dir, split: str(Path(data_dir) / "nl2f" / f"{split}.json")  # for error messages

@@ -332,3 +332,8 @@ def _utilities(words: Sequence[_Word]) -> list[Utility]:
             positionals_left -= 1
         i += 1
     return lead + [Utility(name, frozenset(flags))] + after
+
+
+def score_rows(predictions: Sequence[str], examples: Sequence) -> dict:
+    """The task-file form (``metric.callable``): BLEU, exact match and NLC2CMD against the rows' targets."""
+    return score(predictions, [ex.target for ex in examples])

@@ -43,3 +43,8 @@ def score(predictions: Sequence[str], references: Sequence[str],
             for level, group in sorted(grouped.items())
         }
     return result
+
+
+def score_rows(predictions: Sequence[str], examples: Sequence) -> dict:
+    """The task-file form (``metric.callable``): exact match, broken down by each row's ``meta["level"]``."""
+    return score(predictions, [ex.target for ex in examples], levels=[ex.meta.get("level", "") for ex in examples])
