@@ -41,6 +41,7 @@ from tasks.steps import (
     load_dataset_task,
     merge_task,
     prepare_model_task,
+    serving_task,
     shard_task,
     train_stage_task,
 )
@@ -152,7 +153,8 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
     templates: dict[float, str | None] = {tau: f.result() for tau, f in futures.items()} | {0.0: None}
     bank = bank_future.result() if bank_future is not None else None
 
-    shards = [shard_task.with_options(**opts).submit(root, dataset, templates[s.tau], bank if s.k else None, s, model)
+    chat = cfg.chat or get_task(cfg.dataset).chat  # the run's choice, else the task file's
+    shards = [shard_task.with_options(**opts).submit(root, dataset, templates[s.tau], bank if s.k else None, s, model, chat)
               for s in stages]
     adapter = None
     stage_dirs = []
@@ -160,14 +162,17 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
         adapter = train_stage_task.with_options(**opts)(root, model, shard.result(), adapter, cfg.lora, cfg.train, spec.stage)
         stage_dirs.append(adapter)
     merged = merge_task.with_options(**opts)(root, model, adapter)
+    serving = serving_task.with_options(**opts)(root, merged, dataset, templates[inference.tau], inference.k,
+                                                cfg.eval.max_new_tokens, chat)
 
     evals = {"promptintern": benchmark_task.with_options(**opts)(
         root, merged, dataset, templates[inference.tau], bank if inference.k else None, inference.k,
-        cfg.eval, "promptintern")}
+        cfg.eval, "promptintern", chat)}
     if cfg.eval.baseline_full_prompt:
         evals["base-full-prompt"] = benchmark_task.with_options(**opts)(
-            root, model, dataset, templates[1.0], bank, cfg.schedule.k0, cfg.eval, "base-full-prompt")
-    return report_task(root, cfg, evals, stage_dirs, {t: r for t, r in templates.items() if r}, variant)
+            root, model, dataset, templates[1.0], bank, cfg.schedule.k0, cfg.eval, "base-full-prompt", chat)
+    result = report_task(root, cfg, evals, stage_dirs, {t: r for t, r in templates.items() if r}, variant)
+    return {**result, "serving_dir": str(Path(root) / serving)}
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -209,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                           overrides=overrides, artifact_root=args.artifact_root)
     print(result["markdown"])
     print(f"wall time {time.time() - started:.0f} s; results in {result['run_dir']}")
+    print(f"the internalized model, ready to serve (Hugging Face folder + serving.json): {result['serving_dir']}")
     return 0
 
 

@@ -70,6 +70,12 @@ class CompressionConfig(_Strict):
     api_key_env: str = Field(
         "OPENAI_API_KEY", description="method=api: name of the environment variable holding the API key")
     api_timeout_s: float = Field(120.0, gt=0.0, description="method=api: seconds to wait for an answer")
+    by_kind: dict[Literal["instruction", "document"],
+                  Literal["llmlingua", "longllmlingua", "llmlingua2", "selective-context", "api", "none"]] = Field(
+        default_factory=dict,
+        description="a compressor per kind of template section (the task file marks sections instruction or "
+                    "document), e.g. {instruction: none, document: llmlingua}: each section is then "
+                    "compressed on its own at the stage's rate; kinds not named use method")
 
     @field_validator("endpoint")
     @classmethod
@@ -93,6 +99,19 @@ class CompressionConfig(_Strict):
                 "compression.api_key_env: give the *name* of the environment variable holding the "
                 "API key (letters, digits, underscores; e.g. OPENAI_API_KEY), never the key itself")
         return value
+
+    @model_validator(mode="after")
+    def _one_model_serves_every_kind(self) -> CompressionConfig:
+        # one compressor model per run: a causal LM scores llmlingua / longllmlingua / selective-context,
+        # LLMLingua-2 needs a classifier, the API none of them
+        family = {m: ("lm" if m in ("llmlingua", "longllmlingua", "selective-context") else m)
+                  for m in COMPRESSORS}
+        used = {family[m] for m in (self.method, *self.by_kind.values()) if m != "none"}
+        if len(used) > 1:
+            raise ValueError(f"compression.by_kind={dict(self.by_kind)} with method={self.method!r}: the kinds "
+                             f"need different compressor models; combine only llmlingua, longllmlingua, "
+                             f"selective-context and none (or one other method with none)")
+        return self
 
     @model_validator(mode="after")
     def _method_has_what_it_needs(self) -> CompressionConfig:
@@ -170,6 +189,9 @@ class RunConfig(_Strict):
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
     seed: int = Field(0, description="seed for subsetting and the bank pool")
+    chat: Literal["auto", "on", "off"] | None = Field(
+        None, description="prompts through the model's chat template (system = template, user = examples + "
+                          "query): auto when the model has one; None: the task file's prompt.chat")
 
     @model_validator(mode="before")
     @classmethod
@@ -235,6 +257,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"batch_size": 4, "max_seq_len": 1024, "lr": 1e-3, "checkpoint_every": 8, "total_epochs": 3.0},
         # NL2Bash references: median 15 SmolLM2 tokens, 99th percentile 56
         "eval": {"test_subset": 300, "batch_size": 8, "max_new_tokens": 48},
+        "chat": "off",  # docs/results.md was measured on plain-text prompts
     },
     "paper": {
         "model": "smollm2-135m",

@@ -88,17 +88,28 @@ def shard_to_openai_jsonl(
     """
     from promptintern.shards import read_shard
 
-    shard_path, out_path = Path(shard_path), Path(out_path)
+    table = read_shard(Path(shard_path))
+    pairs = zip(table.column("prompt").to_pylist(), table.column("target").to_pylist())
+    return pairs_to_openai_jsonl(pairs, out_path, template_text, system_prompt, fmt, source=str(shard_path))
+
+
+def pairs_to_openai_jsonl(
+    pairs,
+    out_path: str | Path,
+    template_text: str = "",
+    system_prompt: str | None = None,
+    fmt: PromptFormat | None = None,
+    source: str = "",
+) -> dict:
+    """``shard_to_openai_jsonl`` for (plain-text prompt, target) pairs that are not in a shard file
+    (a chat-rendered shard is exported from its rows rendered as plain text)."""
+    out_path = Path(out_path)
     separator = fmt.separator if fmt is not None else DEFAULT_SEPARATOR
     target_prefix = fmt.target_prefix if fmt is not None else None
-    table = read_shard(shard_path)
-    prompts = table.column("prompt").to_pylist()
-    targets = table.column("target").to_pylist()
-
     lines: list[str] = []
     chars: dict[str, list[int]] = {"system": [], "user": [], "assistant": []}
     split_rows = 0
-    for prompt, target in zip(prompts, targets):
+    for prompt, target in pairs:
         system, user = split_prompt(prompt, template_text, separator)
         if system is not None:
             split_rows += 1
@@ -116,7 +127,7 @@ def shard_to_openai_jsonl(
     _write_atomic(out_path, "".join(line + "\n" for line in lines))
     stats = {
         "path": str(out_path),
-        "shard": str(shard_path),
+        "shard": source,
         "rows": len(lines),
         "rows_with_system": len(chars["system"]),
         "rows_template_split": split_rows,
@@ -124,7 +135,7 @@ def shard_to_openai_jsonl(
     }
     if template_text.strip() and split_rows < len(lines):
         log.warning("%s: %d of %d prompts do not start with the given template; their system message "
-                    "is %s", shard_path, len(lines) - split_rows, len(lines),
+                    "is %s", source, len(lines) - split_rows, len(lines),
                     "system_prompt" if system_prompt is not None else "omitted")
     return stats
 

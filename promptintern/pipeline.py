@@ -19,7 +19,7 @@ import numpy as np
 from promptintern.artifacts import resource_errors
 from promptintern.config import CompressionConfig, EvalSettings, LoraSettings, RetrievalConfig, TrainSettings
 from promptintern.datasets import DataError, Example, Task, get_task
-from promptintern.prompts import Template, render_prompt
+from promptintern.prompts import Template, render
 from promptintern.schedule import StageSpec
 
 # ---------------------------------------------------------------------------------------------
@@ -103,16 +103,32 @@ def compress(dataset_dir: Path, tau: float, cfg: CompressionConfig, compressor_d
     from promptintern.compress import compress_template
 
     task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
+    template = load_template(dataset_dir)
+
+    def run(part: Template, method: str):
+        return compress_template(part, tau, method=method, model_dir=compressor_dir, question=task.description,
+                                 endpoint=cfg.endpoint, api_model=cfg.api_model,
+                                 api_key_env=cfg.api_key_env, api_timeout_s=cfg.api_timeout_s)
+
     with resource_errors(f"compressing the template to tau={tau} with {cfg.method}", out,
                          memory_hint="free memory, or set compression.model to a smaller scoring model"):
-        result = compress_template(load_template(dataset_dir), tau, method=cfg.method,
-                                   model_dir=compressor_dir, question=task.description,
-                                   endpoint=cfg.endpoint, api_model=cfg.api_model,
-                                   api_key_env=cfg.api_key_env, api_timeout_s=cfg.api_timeout_s)
-        (out / "template.txt").write_text(result.text, encoding="utf-8")
-    stats = {"tau": tau, "method": result.method, "rate_requested": result.rate_requested,
-             "rate_achieved": result.rate_achieved, "tokens_before": result.tokens_before,
-             "tokens_after": result.tokens_after, "compressor_model": str(compressor_dir.name)}
+        if not cfg.by_kind:
+            result = run(template, cfg.method)
+            text, before, after = result.text, result.tokens_before, result.tokens_after
+            by_section = None
+        else:  # each section alone, with its kind's compressor
+            parts = [(s, run(Template(sections=(s,)), cfg.by_kind.get(s.kind, cfg.method))) for s in template.sections]
+            text = "\n\n".join(r.text.strip() for _, r in parts if r.text.strip())
+            before = run(template, "none").tokens_before
+            after = run(Template.from_text(text), "none").tokens_before if text else 0
+            by_section = [{"kind": s.kind, "method": r.method, "tokens_before": r.tokens_before,
+                           "tokens_after": r.tokens_after} for s, r in parts]
+        (out / "template.txt").write_text(text, encoding="utf-8")
+    stats = {"tau": tau, "method": cfg.method, "rate_requested": tau,
+             "rate_achieved": after / before if before else 1.0, "tokens_before": before,
+             "tokens_after": after, "compressor_model": str(compressor_dir.name)}
+    if by_section is not None:
+        stats |= {"by_kind": dict(cfg.by_kind), "sections": by_section}
     if cfg.method == "api":
         stats |= {"endpoint": cfg.endpoint, "api_model": cfg.api_model, "api_key_env": cfg.api_key_env}
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
@@ -202,13 +218,15 @@ def check_template_fits(template_text: str, tokenizer, model_dir: Path, what: st
 
 
 def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, spec: StageSpec,
-          model_dir: Path, out: Path) -> dict:
+          model_dir: Path, out: Path, chat: str = "off") -> dict:
     """One stage's shard (``shard.parquet``) plus the same rows as OpenAI chat fine-tuning JSONL
     (``openai_chat.jsonl``: system = template, user = shots + query), the paper's path to
-    closed models; the JSONL is validated against the documented format before it is kept."""
-    from promptintern.export import shard_to_openai_jsonl, validate_openai_chat_jsonl
+    closed models; the JSONL is validated against the documented format before it is kept.
+    ``chat`` (auto | on | off): prompts through the model's chat template (auto: when it has one)."""
+    from promptintern.export import pairs_to_openai_jsonl, validate_openai_chat_jsonl
     from promptintern.models import load_tokenizer
-    from promptintern.shards import write_shard
+    from promptintern.prompts import use_chat
+    from promptintern.shards import render_rows, write_shard
 
     task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
     train = read_examples(dataset_dir / "train.jsonl")
@@ -216,14 +234,19 @@ def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, s
     template_text = read_template_text(template_dir)
     tokenizer = load_tokenizer(model_dir)
     check_template_fits(template_text, tokenizer, model_dir, f"stage {spec.stage} (tau={spec.tau})")
+    as_chat = use_chat(chat, tokenizer, f"stage {spec.stage} of {task.name}")
+    pool, neighbors = read_shot_pool(dataset_dir), load_neighbors(bank_dir, "train")
     with resource_errors(f"writing the stage {spec.stage} shard", out):
         stats = write_shard(
-            out / "shard.parquet", train, read_shot_pool(dataset_dir), load_neighbors(bank_dir, "train"), spec,
-            template_text, task.format, tokenizer,
+            out / "shard.parquet", train, pool, neighbors, spec, template_text, task.format, tokenizer,
             extra_metadata={"template_rate_achieved": template_stats.get("rate_achieved", 0.0 if spec.tau == 0 else 1.0),
                             "tokenizer": model_dir.name},
+            chat=as_chat,
         )
-        shard_to_openai_jsonl(out / "shard.parquet", out / "openai_chat.jsonl", template_text, fmt=task.format)
+        # the paper's closed-model path takes messages, made here from the plain-text rendering
+        plain = [p for p, _ in render_rows(train, pool, neighbors, spec.k, template_text, task.format)]
+        pairs_to_openai_jsonl(zip(plain, [task.format.render_target(r.target) for r in train]),
+                              out / "openai_chat.jsonl", template_text, fmt=task.format, source=str(out / "shard.parquet"))
     errors = validate_openai_chat_jsonl(out / "openai_chat.jsonl")
     if errors:
         raise ValueError("openai_chat.jsonl breaks the chat fine-tuning format: " + "; ".join(errors[:5]))
@@ -287,11 +310,35 @@ def merge(model_dir: Path, adapter_dir: Path, out: Path) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def benchmark_prompts(model_dir: Path, dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None,
-                      k: int, label: str) -> tuple[Task, list[Example], str, list[str]]:
-    """The task, its test rows, the template text and one prompt per test row, as a benchmark
-    feeds them to ``model_dir`` (template at its rate, the row's k most similar training rows)."""
+def package_for_serving(merged_dir: Path, dataset_dir: Path, template_dir: Path | None, k: int,
+                        max_new_tokens: int, out: Path, chat: str = "off") -> dict:
+    """The internalized model as a serving folder: the merged weights (hard links) plus
+    ``serving.json``, the exact prompt form it expects (``promptintern.serving``)."""
     from promptintern.models import load_tokenizer
+    from promptintern.prompts import use_chat
+    from promptintern.report import prompt_form
+    from promptintern.serving import serving_spec, write_serving
+    from promptintern.taskfile import read_task_file
+
+    task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
+    template_text = read_template_text(template_dir)
+    tau = json.loads((template_dir / "stats.json").read_text())["tau"] if template_dir else 0.0
+    tokenizer = load_tokenizer(merged_dir)
+    spec = serving_spec(tokenizer, task.format, template_text, k, use_chat(chat, tokenizer, "serving package"),
+                        task=task.name, prompt_form=prompt_form(tau, k), stop=task.stop,
+                        postprocess=read_task_file(task.source).metric.postprocess,
+                        max_new_tokens=max_new_tokens, merged_model=merged_dir.name)
+    with resource_errors("writing the serving folder", out):
+        return write_serving(merged_dir, spec, out)
+
+
+def benchmark_prompts(model_dir: Path, dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None,
+                      k: int, label: str, chat: str = "off") -> tuple[Task, list[Example], str, list[str]]:
+    """The task, its test rows, the template text and one prompt per test row, as a benchmark
+    feeds them to ``model_dir`` (template at its rate, the row's k most similar training rows;
+    through the model's chat template when ``chat`` says so, see ``promptintern.prompts.use_chat``)."""
+    from promptintern.models import load_tokenizer
+    from promptintern.prompts import use_chat
 
     task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
     pool = read_shot_pool(dataset_dir)
@@ -300,17 +347,20 @@ def benchmark_prompts(model_dir: Path, dataset_dir: Path, template_dir: Path | N
     if k and (neighbors is None or neighbors.shape[1] < k):
         raise ValueError(f"benchmark {label!r} needs {k} shots but the bank holds fewer")
     template_text = read_template_text(template_dir)
-    check_template_fits(template_text, load_tokenizer(model_dir), model_dir, f"benchmark {label!r}")
+    tokenizer = load_tokenizer(model_dir)
+    check_template_fits(template_text, tokenizer, model_dir, f"benchmark {label!r}")
+    as_chat = use_chat(chat, tokenizer, f"benchmark {label!r}")
     prompts = [
-        render_prompt(task.format, row.query, template_text,
-                      [(pool[j].query, pool[j].target) for j in neighbors[i, :k][::-1]] if k else [])
+        render(task.format, row.query, template_text,
+               [(pool[j].query, pool[j].target) for j in neighbors[i, :k][::-1]] if k else [],
+               tokenizer=tokenizer, chat=as_chat)
         for i, row in enumerate(test)
     ]
     return task, test, template_text, prompts
 
 
 def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None,
-              k: int, cfg: EvalSettings, label: str, out: Path) -> dict:
+              k: int, cfg: EvalSettings, label: str, out: Path, chat: str = "off") -> dict:
     """Generate for every test row with the given prompt form and score it.
 
     Writes ``predictions.jsonl`` (prompt tokens, raw completion, extracted answer, reference)
@@ -320,7 +370,11 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     from promptintern.generate import generate
 
     info = json.loads((dataset_dir / "info.json").read_text())
-    task, test, template_text, prompts = benchmark_prompts(model_dir, dataset_dir, template_dir, bank_dir, k, label)
+    task, test, template_text, prompts = benchmark_prompts(model_dir, dataset_dir, template_dir, bank_dir, k, label, chat)
+    from promptintern.models import load_tokenizer
+    from promptintern.prompts import use_chat
+
+    as_chat = use_chat(chat, load_tokenizer(model_dir), f"benchmark {label!r}")
     with resource_errors(f"generation for benchmark {label!r} at eval.batch_size={cfg.batch_size}", out,
                          memory_hint="lower eval.batch_size or eval.max_new_tokens"):
         gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,
@@ -362,6 +416,7 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
         "model": model_dir.name,
         "dataset": info,
         "decoding": "greedy",
+        "prompt_style": "chat" if as_chat else "plain",
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

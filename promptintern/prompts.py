@@ -86,3 +86,67 @@ def render_prompt(
         parts.append(f"{fmt.examples_header}{fmt.separator}{shots}" if fmt.examples_header else shots)
     parts.append(fmt.render_query(query))
     return fmt.separator.join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat models: system = template, user = examples + query, rendered by the model's chat template
+# ---------------------------------------------------------------------------------------------
+
+ChatMode = Literal["auto", "on", "off"]
+
+
+def chat_messages(fmt: PromptFormat, query: str, template_text: str = "",
+                  examples: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """The prompt as chat messages: the template as the system message (none at tau = 0), the
+    examples and the query with its answer cue as the user message."""
+    messages = [{"role": "system", "content": template_text.strip()}] if template_text.strip() else []
+    messages.append({"role": "user", "content": render_prompt(fmt, query, "", examples)})
+    return messages
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def use_chat(mode: str, tokenizer, what: str) -> bool:
+    """Whether prompts go through the chat template: ``auto`` when the tokenizer has one, ``on``
+    always (an error without one), ``off`` never."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"{what}: chat={mode!r}; allowed: auto, on, off")
+    if mode == "off":
+        return False
+    if mode == "on" and not has_chat_template(tokenizer):
+        raise ValueError(f"{what}: chat=on, but the model's tokenizer has no chat template; "
+                         f"use chat: auto (plain text for such models) or off")
+    return has_chat_template(tokenizer)
+
+
+def render(fmt: PromptFormat, query: str, template_text: str = "", examples: Sequence[tuple[str, str]] = (),
+           *, tokenizer=None, chat: bool = False) -> str:
+    """The model's input text: ``render_prompt`` as plain text, or the chat messages through the
+    tokenizer's chat template, ending with the assistant's turn header (``add_generation_prompt``)."""
+    if not chat:
+        return render_prompt(fmt, query, template_text, examples)
+    return tokenizer.apply_chat_template(chat_messages(fmt, query, template_text, examples),
+                                         tokenize=False, add_generation_prompt=True)
+
+
+def chat_turn_end(tokenizer) -> str:
+    """What the chat template writes after an assistant message, beyond the EOS token that
+    training appends anyway: "" for SmolLM2 (``<|im_end|>`` is its EOS), ``<end_of_turn>`` for a
+    template whose turns end in a token other than EOS."""
+    probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "ANSWER-9f2c"}]
+    full = tokenizer.apply_chat_template(probe, tokenize=False)
+    tail = full.split("ANSWER-9f2c", 1)[1].strip()
+    eos = tokenizer.eos_token or ""
+    if eos and tail.startswith(eos):
+        return ""
+    return tail.split()[0] if tail else ""
+
+
+def render_target(fmt: PromptFormat, target: str, *, tokenizer=None, chat: bool = False) -> str:
+    """What the model must produce after the prompt (EOS is appended by training): plain text
+    glues the format's ``target_prefix`` on; a chat answer is the bare target plus the turn end."""
+    if not chat:
+        return fmt.render_target(target)
+    return target + chat_turn_end(tokenizer)

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from promptintern.datasets.base import Example
-from promptintern.prompts import PromptFormat, render_prompt
+from promptintern.prompts import PromptFormat, render, render_target
 from promptintern.schedule import StageSpec
 
 SCHEMA = pa.schema(
@@ -58,10 +58,14 @@ def render_rows(
     k: int,
     template_text: str,
     fmt: PromptFormat,
+    *,
+    tokenizer=None,
+    chat: bool = False,
 ) -> list[tuple[str, list[str]]]:
     """(prompt, shot ids) per row; shots are the first ``k`` neighbors of each row in ``pool``.
 
-    Shots are listed most similar last, so the best example sits next to the query.
+    Shots are listed most similar last, so the best example sits next to the query. ``chat``:
+    rendered through the tokenizer's chat template (``promptintern.prompts.render``).
     """
     if k and (neighbors is None or neighbors.shape[1] < k):
         have = 0 if neighbors is None else neighbors.shape[1]
@@ -71,7 +75,8 @@ def render_rows(
     out = []
     for i, row in enumerate(rows):
         shots = [pool[j] for j in neighbors[i, :k]][::-1] if k else []
-        prompt = render_prompt(fmt, row.query, template_text, [(s.query, s.target) for s in shots])
+        prompt = render(fmt, row.query, template_text, [(s.query, s.target) for s in shots],
+                        tokenizer=tokenizer, chat=chat)
         out.append((prompt, [s.id for s in shots]))
     return out
 
@@ -86,11 +91,13 @@ def write_shard(
     fmt: PromptFormat,
     tokenizer,
     extra_metadata: dict | None = None,
+    chat: bool = False,
 ) -> dict:
-    """Render and write one stage's shard; returns summary statistics (also stored as metadata)."""
-    rendered = render_rows(rows, pool, neighbors, spec.k, template_text, fmt)
+    """Render and write one stage's shard; returns summary statistics (also stored as metadata).
+    ``chat``: prompts through the tokenizer's chat template, targets as the assistant's answer."""
+    rendered = render_rows(rows, pool, neighbors, spec.k, template_text, fmt, tokenizer=tokenizer, chat=chat)
     prompts = [p for p, _ in rendered]
-    targets = [fmt.render_target(r.target) for r in rows]
+    targets = [render_target(fmt, r.target, tokenizer=tokenizer, chat=chat) for r in rows]
     prompt_tokens = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     target_tokens = [len(ids) for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]]
     stats = {
@@ -99,6 +106,7 @@ def write_shard(
         "mean_prompt_tokens": float(np.mean(prompt_tokens)) if rows else 0.0,
         "mean_target_tokens": float(np.mean(target_tokens)) if rows else 0.0,
         "max_prompt_tokens": int(max(prompt_tokens, default=0)),
+        "prompt_style": "chat" if chat else "plain",
         **(extra_metadata or {}),
     }
     table = pa.table(

@@ -21,6 +21,7 @@ answer is scored. The three built-in benchmarks are task files of this same form
       answer_cue: "\\nAnswer:"
       target_prefix: " "
       stop: ["\\n"]
+      chat: auto                           # the model's chat template when it has one (on | off)
     data:                                  # JSONL, CSV or Parquet (by extension, or data.format)
       train: data/train.jsonl              # paths relative to this file; "{data_dir}" is the
       dev: data/dev.jsonl                  #   run's data_dir (the built-in benchmarks use it)
@@ -124,6 +125,9 @@ class PromptSpec(_Strict):
     examples_header: str = "Examples:"
     separator: str = "\n\n"
     stop: tuple[str, ...] = Field((), description="generation stops at the first of these strings")
+    chat: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: through the model's chat template when it has one (system = template, "
+                            "user = examples + query); off: plain text; on: require a chat template")
 
 
 class DataSpec(_Strict):
@@ -447,6 +451,7 @@ def build_task(spec: TaskFile, source: Path, data_dir: str | Path | None = None)
         score=make_scorer(spec.metric, f"{source}: metric"),
         load_pool=pool,
         shot_select=spec.shots.select,
+        chat=p.chat,
         source=str(source),
     )
 

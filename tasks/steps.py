@@ -54,6 +54,7 @@ CODE = {
                "promptintern.export") + _BASE,
     "adapters": ("promptintern.train", "promptintern.config") + _BASE,
     "merged": ("promptintern.merge",) + _BASE,
+    "serving": ("promptintern.serving", "promptintern.prompts", "promptintern.taskfile") + _BASE,
     "evals": ("promptintern.generate", "promptintern.evaluate", "promptintern.evaluate.common",
               "promptintern.evaluate.nl2bash", "promptintern.evaluate.mbpp", "promptintern.evaluate.nl2f",
               "promptintern.evaluate.execution", "promptintern.taskfile", "promptintern.prompts") + _BASE,
@@ -145,12 +146,13 @@ def build_bank_task(root: str, dataset_dir: str, k: int, retrieval: RetrievalCon
 
 @_cached("shards", name="materialize-shard")
 def shard_task(root: str, dataset_dir: str, template_dir: str | None, bank_dir: str | None,
-               spec: StageSpec, model_dir: str) -> str:
-    """One stage's Parquet shard: rendered prompts, targets, token counts."""
+               spec: StageSpec, model_dir: str, chat: str = "off") -> str:
+    """One stage's Parquet shard: rendered prompts (plain, or through the model's chat template),
+    targets, token counts."""
     params = dict(locals())
     return materialize("shards", CODE["shards"], params, lambda out: pipeline.shard(
         _path(root, dataset_dir), _path(root, template_dir), _path(root, bank_dir), spec,
-        _path(root, model_dir), out))
+        _path(root, model_dir), out, chat))
 
 
 @_cached("adapters", name="train-stage")
@@ -184,13 +186,24 @@ def merge_task(root: str, model_dir: str, adapter_dir: str) -> str:
     return rel
 
 
+@_cached("serving", name="package-for-serving")
+def serving_task(root: str, merged_dir: str, dataset_dir: str, template_dir: str | None, k: int,
+                 max_new_tokens: int, chat: str = "off") -> str:
+    """The merged model as a Hugging Face folder plus serving.json: the prompt form it expects."""
+    params = dict(locals())
+    rel = materialize("serving", CODE["serving"], params, lambda out: pipeline.package_for_serving(
+        _path(root, merged_dir), _path(root, dataset_dir), _path(root, template_dir), k, max_new_tokens, out, chat))
+    _log_json("serving", Path(root) / rel, "serving.json")
+    return rel
+
+
 @_cached("evals", name="benchmark")
 def benchmark_task(root: str, model_dir: str, dataset_dir: str, template_dir: str | None,
-                   bank_dir: str | None, k: int, eval: EvalSettings, label: str) -> str:
+                   bank_dir: str | None, k: int, eval: EvalSettings, label: str, chat: str = "off") -> str:
     """Generate and score the test rows with one prompt form; time it and count tokens."""
     params = dict(locals())
     rel = materialize("evals", CODE["evals"], params, lambda out: pipeline.benchmark(
         _path(root, model_dir), _path(root, dataset_dir), _path(root, template_dir),
-        _path(root, bank_dir), k, eval, label, out))
+        _path(root, bank_dir), k, eval, label, out, chat))
     _log_json(label, Path(root) / rel, "metrics.json")
     return rel

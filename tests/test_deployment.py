@@ -180,3 +180,16 @@ def test_the_sweep_deployment_fans_variants_out_over_the_pool(server, tmp_path):
         folders = [p for p in (root / kind).iterdir() if not p.name.startswith(".")]
         assert built.get(task, 0) == len(folders), (task, built, len(folders))
     assert built["prepare-model"] == 1 and built["load-dataset"] == 1
+
+
+def test_a_task_file_runs_through_the_ablation_deployment(server):
+    """`prefect deployment run promptintern/ablation -p task=path/to/task.yaml`, as the README says."""
+    run = _cli(server["env"], "deployment", "run", "promptintern/ablation", "-p", "task=examples/unit-conversion/task.yaml",
+               "-p", "preset=tiny", "-p", f"artifact_root={server['root'] / 'byo'}", "--watch", "--watch-interval", "1",
+               timeout=420)
+    worker_log = (server["home"] / "worker.log").read_text()[-4000:]
+    assert run.returncode == 0, run.stdout + run.stderr + worker_log
+    artifacts = _artifacts(server, _flow_run_id(run.stdout))
+    assert ("results-promptintern-unit-conversion", "table") in {(a["key"], a["type"]) for a in artifacts}
+    serving = list((server["root"] / "byo" / "serving").glob("*/serving.json"))
+    assert len(serving) == 1 and json.loads(serving[0].read_text())["task"] == "unit-conversion"

@@ -54,7 +54,8 @@ def first_run(prefect_harness, tiny_data_dir, tmp_path_factory):
 def test_flow_runs_every_box_and_reports(first_run):
     cfg, root, result, states = first_run
     assert set(states) == {"prepare-model", "load-dataset", "compress-template", "build-retrieval-bank",
-                           "materialize-shard", "train-stage", "merge-adapter", "benchmark", "report"}
+                           "materialize-shard", "train-stage", "merge-adapter", "package-for-serving",
+                           "benchmark", "report"}
     assert len(states["train-stage"]) == cfg.schedule.num_stages == len(states["materialize-shard"])
     assert all(s == "Completed" for names in states.values() for s in names)
     labels = [r["method"] for r in result["rows"]]
@@ -68,7 +69,7 @@ def test_flow_runs_every_box_and_reports(first_run):
         assert (run_dir / name).is_file()
     assert "tok:13a" in (run_dir / "results.md").read_text()  # the BLEU signature travels with it
     # every artifact folder is complete and carries its manifest and Prefect record
-    for kind in ("models", "datasets", "templates", "banks", "shards", "adapters", "merged", "evals"):
+    for kind in ("models", "datasets", "templates", "banks", "shards", "adapters", "merged", "serving", "evals"):
         folders = [p for p in (root / kind).iterdir() if not p.name.startswith(".")]
         assert folders, kind
         for folder in folders:
@@ -96,7 +97,7 @@ def test_a_late_parameter_recomputes_only_downstream(first_run):
     changed = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_new_tokens": 4})})
     _, states = _run(changed, root)
     recomputed = {name for name, s in states.items() if "Completed" in s}
-    assert recomputed == {"benchmark", "report"}
+    assert recomputed == {"benchmark", "package-for-serving", "report"}  # serving.json records max_new_tokens
 
 
 def test_a_deleted_folder_recomputes_only_its_task(first_run):

@@ -156,7 +156,7 @@ def test_a_killed_flow_resumes_the_stage_and_ends_bitwise_equal(tiny_data_dir, t
     # The rerun rebuilt only the interrupted stage and what follows it; the rest was Cached.
     rebuilt = builds(tmp_path / "rerun-builds")
     assert rebuilt[0] == before[-1] == f"adapters/{partial.name.removeprefix('.partial-')}"
-    assert [b.split("/")[0] for b in rebuilt] == ["adapters", "adapters", "merged", "evals"]
+    assert [b.split("/")[0] for b in rebuilt] == ["adapters", "adapters", "merged", "serving", "evals"]
     states = logged_task_states(tmp_path / "rerun.log")
     assert sorted(states["train-stage"]) == ["Cached", "Completed", "Completed"]
     for name in ("prepare-model", "load-dataset", "compress-template", "build-retrieval-bank", "materialize-shard"):

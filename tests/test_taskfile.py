@@ -242,3 +242,36 @@ def test_the_example_task_runs_end_to_end_on_the_tiny_model(prefect_harness, tmp
     shots = pq.read_table(stage1 / "shard.parquet").column("example_ids").to_pylist()
     assert shots[0] == ["pool-1", "pool-0"] and all(s == shots[0] for s in shots)  # fixed: the same for every row
     assert "Request: " in pq.read_table(stage1 / "shard.parquet").column("prompt")[0].as_py()
+
+
+def test_each_section_kind_gets_its_own_compressor(tiny_model_dir, tmp_path):
+    """compression.by_kind: the instruction stays verbatim, the document is compressed."""
+    from promptintern.config import CompressionConfig
+    from promptintern.pipeline import compress, prepare_dataset
+
+    sections = (
+        "  sections:\n"
+        "    - kind: instruction\n"
+        "      text: Answer with the capital city only, in one word, exactly as written in the list.\n"
+        "    - kind: document\n"
+        "      text: 'Capitals: France Paris; Spain Madrid; Italy Rome; Japan Tokyo; Peru Lima; Chile Santiago; "
+        "Egypt Cairo; Kenya Nairobi; Canada Ottawa; Brazil Brasilia; India New Delhi; China Beijing.'\n")
+    task = _task_file(tmp_path, BASE.replace("  text: Answer with the capital city.\n", sections))
+    _write_jsonl(tmp_path / "train.jsonl", _rows(4))
+    _write_jsonl(tmp_path / "test.jsonl", _rows(2))
+    dataset = tmp_path / "ds"
+    dataset.mkdir()
+    prepare_dataset(str(task), str(tmp_path), None, "test", None, 0, dataset)
+    instruction = "Answer with the capital city only, in one word, exactly as written in the list."
+    out = tmp_path / "t"
+    out.mkdir()
+    stats = compress(dataset, 0.5, CompressionConfig(method="llmlingua", by_kind={"instruction": "none"}),
+                     tiny_model_dir, out)
+    text = (out / "template.txt").read_text()
+    assert text.startswith(instruction + "\n\n") and len(text) < len(instruction) + 200
+    kinds = {s["kind"]: s for s in stats["sections"]}
+    assert kinds["instruction"]["method"] == "none"
+    assert kinds["instruction"]["tokens_after"] == kinds["instruction"]["tokens_before"]
+    assert kinds["document"]["method"] == "llmlingua"
+    assert kinds["document"]["tokens_after"] < kinds["document"]["tokens_before"]
+    assert stats["by_kind"] == {"instruction": "none"} and stats["rate_achieved"] < 1.0

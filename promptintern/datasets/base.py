@@ -89,6 +89,7 @@ class Task:
     # a fixed pool of few-shot examples (data_dir -> rows); None: shots come from the training rows
     load_pool: Callable[[Path], list[Example]] | None = None
     shot_select: str = "retrieve"  # with a pool: "fixed" (its first k) or "retrieve"
+    chat: str = "auto"             # auto | on | off: prompts through the model's chat template
     source: str = ""               # the task file this task was read from
 
     def load(self, data_dir: str | Path, split: str) -> list[Example]:
