@@ -313,12 +313,22 @@ def resolve_path(raw: str, base: Path, data_dir: str | Path | None) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def import_callable(dotted: str, what: str) -> Callable:
+def import_callable(dotted: str, what: str, base: Path | None = None) -> Callable:
+    """``package.module:function``, imported as usual or, failing that, from ``base`` (the task
+    file's folder: a metric module may sit next to its task file)."""
+    import sys
+
     module_name, _, attr = dotted.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise TaskFileError(f"{what}: cannot import {module_name!r} ({err}); is its folder on PYTHONPATH?") from None
+        if base is None or not (base / (module_name.replace(".", "/") + ".py")).is_file():
+            raise TaskFileError(f"{what}: cannot import {module_name!r} ({err}); is its folder on PYTHONPATH?") from None
+        sys.path.insert(0, str(base))
+        try:
+            module = importlib.import_module(module_name)
+        finally:
+            sys.path.remove(str(base))
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise TaskFileError(f"{what}: {module_name!r} has no callable {attr!r}")
@@ -422,7 +432,7 @@ def build_task(spec: TaskFile, source: Path, data_dir: str | Path | None = None)
     base = source.parent
     data = spec.data
     if data.loader is not None:
-        loader = import_callable(data.loader, f"{source}: data.loader")
+        loader = import_callable(data.loader, f"{source}: data.loader", base)
         load_split = loader
         split_source = getattr(loader, "source", None) or (  # a loader may say where a split's rows come from
             lambda d, split: f"{source}: data.loader {data.loader} (split {split!r}, data_dir {d})")
@@ -447,8 +457,8 @@ def build_task(spec: TaskFile, source: Path, data_dir: str | Path | None = None)
         stop=tuple(p.stop),
         description=spec.description,
         split_source=split_source,
-        postprocess=make_postprocess(spec.metric.postprocess, f"{source}: metric.postprocess"),
-        score=make_scorer(spec.metric, f"{source}: metric"),
+        postprocess=make_postprocess(spec.metric.postprocess, f"{source}: metric.postprocess", base),
+        score=make_scorer(spec.metric, f"{source}: metric", base),
         load_pool=pool,
         shot_select=spec.shots.select,
         chat=p.chat,

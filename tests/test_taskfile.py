@@ -242,6 +242,10 @@ def test_the_example_task_runs_end_to_end_on_the_tiny_model(prefect_harness, tmp
     shots = pq.read_table(stage1 / "shard.parquet").column("example_ids").to_pylist()
     assert shots[0] == ["pool-1", "pool-0"] and all(s == shots[0] for s in shots)  # fixed: the same for every row
     assert "Request: " in pq.read_table(stage1 / "shard.parquet").column("prompt")[0].as_py()
+    # its python metric (unit_metric.py, imported from next to the task file) adds its own scores
+    evals = json.loads((Path(result["run_dir"]) / "results.json").read_text())["eval_dirs"]
+    metrics = json.loads((tmp_path / evals["promptintern"] / "metrics.json").read_text())
+    assert {"answer_form", "unit_correct", "within_2pct"} <= set(metrics) and metrics["metric"] == "exact_match"
 
 
 def test_each_section_kind_gets_its_own_compressor(tiny_model_dir, tmp_path):

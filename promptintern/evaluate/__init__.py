@@ -49,13 +49,14 @@ def score(task: str, predictions: Sequence[str], references: Sequence[str], **ex
     return SCORERS[task](list(predictions), list(references), **extra)
 
 
-def make_postprocess(spec: str, where: str) -> Callable[[str], str]:
-    """``strip`` | ``first-line`` | ``code-block`` | ``package.module:function``."""
+def make_postprocess(spec: str, where: str, base=None) -> Callable[[str], str]:
+    """``strip`` | ``first-line`` | ``code-block`` | ``package.module:function`` (importable, or
+    a module in ``base``, the task file's folder)."""
     if spec in POSTPROCESS:
         return POSTPROCESS[spec]
     from promptintern.taskfile import import_callable
 
-    return import_callable(spec, where)
+    return import_callable(spec, where, base)
 
 
 def _sacrebleu(name: str, answers: list[str], references: list[str]) -> dict:
@@ -66,14 +67,14 @@ def _sacrebleu(name: str, answers: list[str], references: list[str]) -> dict:
     return {"metric": name, name: round(result.score, 4), "sacrebleu_signature": str(metric.get_signature())}
 
 
-def make_scorer(spec, where: str) -> Callable[..., dict]:
+def make_scorer(spec, where: str, base=None) -> Callable[..., dict]:
     """``spec``: a task file's ``MetricSpec``. The scorer takes (answers, test rows, sandbox options)."""
-    post = make_postprocess(spec.postprocess, f"{where}.postprocess")
+    post = make_postprocess(spec.postprocess, f"{where}.postprocess", base)
     custom = None
     if spec.name == "python":
         from promptintern.taskfile import import_callable
 
-        custom = import_callable(spec.callable, f"{where}.callable")
+        custom = import_callable(spec.callable, f"{where}.callable", base)
 
     def scorer(answers: Sequence[str], examples: Sequence, sandbox: dict | None = None) -> dict:
         answers = list(answers)
