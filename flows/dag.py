@@ -197,7 +197,7 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.dag", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="cpu-demo", help="tiny | cpu-demo | paper")
+    parser.add_argument("--preset", default="cpu-demo", help="tiny | cpu-demo | cpu-repro | paper")
     parser.add_argument("--variant", default=None, help="a paper baseline / ablation (promptintern.variants)")
     parser.add_argument("--task", "--dataset", dest="task", default=None,
                         help="nl2bash | mbpp | nl2f | path/to/task.yaml (default: the preset's)")
