@@ -6,7 +6,6 @@ reports medians over repeats and ratios, and says what the machine was doing (``
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import statistics
@@ -37,13 +36,9 @@ def cpu_flags() -> list[str]:
 
 
 def versions(*packages: str) -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
+    from promptintern.artifacts import package_versions
+
+    return {"python": platform.python_version(), **package_versions(packages)}
 
 
 def hardware(*packages: str) -> dict:

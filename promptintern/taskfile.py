@@ -49,19 +49,18 @@ Every error names the file, the line (YAML) and the key: ``task.yaml:12: data.qu
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib
 import importlib.util
 import json
 import re
 import tomllib
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from promptintern.artifacts import sha256_file
 from promptintern.datasets.base import DataError, Example, Task, read_jsonl
 from promptintern.prompts import PromptFormat, SectionKind, Template, TemplateSection
 
@@ -496,21 +495,13 @@ def files_digest(name_or_path: str, data_dir: str | Path | None) -> dict[str, st
     spec = read_task_file(source)
     named = [spec.data.train, spec.data.dev, spec.data.test, spec.shots.pool, spec.template.file]
     named += [s.file for s in spec.template.sections or ()]
-    out = {"task_file": _sha(source)}
+    out = {"task_file": sha256_file(source)}
     for raw in filter(None, named):
         path = resolve_path(raw, source.parent, data_dir)
         if path.is_file():
-            out[raw] = _sha(path)
+            out[raw] = sha256_file(path)
     if spec.data.loader is not None:  # a user's loader module's own source
         module = importlib.util.find_spec(spec.data.loader.partition(":")[0])
         if module is not None and module.origin and Path(module.origin).is_file():
-            out[spec.data.loader] = _sha(Path(module.origin))
+            out[spec.data.loader] = sha256_file(Path(module.origin))
     return out
-
-
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(partial(fh.read, 1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
