@@ -333,8 +333,9 @@ def package_for_serving(merged_dir: Path, dataset_dir: Path, template_dir: Path 
 
 
 def benchmark_prompts(model_dir: Path, dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None,
-                      k: int, label: str, chat: str = "off") -> tuple[Task, list[Example], str, list[str]]:
-    """The task, its test rows, the template text and one prompt per test row, as a benchmark
+                      k: int, label: str, chat: str = "off") -> tuple[Task, list[Example], str, list[str], bool]:
+    """The task, its test rows, the template text, one prompt per test row and whether they went
+    through the chat template, as a benchmark
     feeds them to ``model_dir`` (template at its rate, the row's k most similar training rows;
     through the model's chat template when ``chat`` says so, see ``promptintern.prompts.use_chat``)."""
     from promptintern.models import load_tokenizer
@@ -356,7 +357,7 @@ def benchmark_prompts(model_dir: Path, dataset_dir: Path, template_dir: Path | N
                tokenizer=tokenizer, chat=as_chat)
         for i, row in enumerate(test)
     ]
-    return task, test, template_text, prompts
+    return task, test, template_text, prompts, as_chat
 
 
 def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None,
@@ -370,11 +371,8 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     from promptintern.generate import generate
 
     info = json.loads((dataset_dir / "info.json").read_text())
-    task, test, template_text, prompts = benchmark_prompts(model_dir, dataset_dir, template_dir, bank_dir, k, label, chat)
-    from promptintern.models import load_tokenizer
-    from promptintern.prompts import use_chat
-
-    as_chat = use_chat(chat, load_tokenizer(model_dir), f"benchmark {label!r}")
+    task, test, template_text, prompts, as_chat = benchmark_prompts(model_dir, dataset_dir, template_dir, bank_dir,
+                                                                    k, label, chat)
     with resource_errors(f"generation for benchmark {label!r} at eval.batch_size={cfg.batch_size}", out,
                          memory_hint="lower eval.batch_size or eval.max_new_tokens"):
         gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,

@@ -229,7 +229,7 @@ def retime(root: Path, evals: dict[str, str], rows: int = 24, repeats: int = 3) 
         inputs = json.loads((root / rel / "manifest.json").read_text())["inputs"]
         at = {key: (root / inputs[key]) if inputs.get(key) else None
               for key in ("model_dir", "dataset_dir", "template_dir", "bank_dir")}
-        task, _, _, prompts = benchmark_prompts(at["model_dir"], at["dataset_dir"], at["template_dir"],
+        task, _, _, prompts, _ = benchmark_prompts(at["model_dir"], at["dataset_dir"], at["template_dir"],
                                                 at["bank_dir"], inputs["k"], name, inputs.get("chat", "off"))
         jobs[name] = dict(model_dir=at["model_dir"], prompts=prompts[:rows], stop=task.stop,
                           batch_size=inputs["eval"]["batch_size"], max_new_tokens=inputs["eval"]["max_new_tokens"])

@@ -96,9 +96,9 @@ def test_serving_json_gives_exactly_the_prompt_the_model_was_benchmarked_with(
 
     evals = json.loads((Path(result["run_dir"]) / "results.json").read_text())["eval_dirs"]
     inputs = json.loads((tmp_path / evals["promptintern"] / "manifest.json").read_text())["inputs"]
-    _, test, _, prompts = benchmark_prompts(tmp_path / inputs["model_dir"], tmp_path / inputs["dataset_dir"], None,
+    _, test, _, prompts, as_chat = benchmark_prompts(tmp_path / inputs["model_dir"], tmp_path / inputs["dataset_dir"], None,
                                             None, 0, "promptintern", inputs["chat"])
-    assert [render_from_serving(spec, row.query) for row in test] == prompts
+    assert [render_from_serving(spec, row.query) for row in test] == prompts and as_chat is chat
     metrics = json.loads((tmp_path / evals["promptintern"] / "metrics.json").read_text())
     assert metrics["prompt_style"] == ("chat" if chat else "plain")
     if chat:
