@@ -13,6 +13,12 @@ Prefect's embedded default), stores what every run measured in ``docs/results/<p
 box is cached, so a rerun with unchanged code and data recomputes nothing and rewrites the same
 numbers; with an empty artifact root it recomputes them (see docs/results.md for the tolerance).
 
+The record is rewritten after every variant, so a part that is stopped half-way keeps what it
+finished. ``--resume`` keeps the completed rows of an existing record whose configuration (the
+variant's resolved config and the dataset's content digest) is unchanged and runs only the rest:
+a sweep longer than one sitting can be finished in several, each row saying when and from which
+commit it came.
+
 Only the ``promptintern`` variant also benchmarks the untuned model with the full prompt (the
 reference row); the other variants skip that benchmark, which would otherwise run once per
 distinct k0 (tens of minutes each on 2 cores) and change no number of the tables.
@@ -33,7 +39,9 @@ from prefect import flow, task
 from prefect.logging import get_run_logger
 
 from flows.dag import REPO_ROOT, _parse_set, in_repo, promptintern, resolve_config
-from promptintern.config import _merge
+from promptintern.artifacts import stable_hash
+from promptintern.config import RunConfig, _merge
+from promptintern.data import dataset_digest
 from promptintern.report import plot_metric_vs_tokens
 from promptintern.results import PARTS, Part, plot_points, replace_region, retime, timing_markdown, write_document
 from promptintern.variants import VariantUnavailable
@@ -66,6 +74,22 @@ def _machine() -> str:
 
     versions = ", ".join(f"{k} {v}" for k, v in hw["versions"].items())
     return f"{hw['cpu']}, {hw['cores']} cores ({torch.get_num_threads()} torch threads), {hw['mem_gb']} GB; {versions}"
+
+
+def config_digest(cfg: RunConfig) -> str:
+    """What decides a variant's numbers: its resolved config (less where the data lives) and the
+    content of its dataset. Equal digests: ``--resume`` may keep a row instead of recomputing it."""
+    settings = cfg.model_dump(mode="json", exclude={"data_dir"})
+    return stable_hash({"config": settings, "data": dataset_digest(in_repo(cfg.data_dir), cfg.dataset)})
+
+
+def _load_record(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); delete it or run without --resume") from exc
 
 
 def _variant_record(result: dict, root: Path) -> dict:
@@ -110,40 +134,77 @@ def write_results_task(part_name: str, record: dict, doc: str, preset: str = PRE
 
 @flow(name="promptintern-reproduce", log_prints=True)
 def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, Any] | None = None,
-              artifact_root: str = "artifacts", doc: str | None = None) -> dict:
-    """Run every variant of ``part`` (``promptintern.results.PARTS``) on ``preset`` and rewrite the part's tables in ``doc`` (default docs/results.md)."""
+              artifact_root: str = "artifacts", doc: str | None = None, resume: bool = False) -> dict:
+    """Run every variant of ``part`` (``promptintern.results.PARTS``) on ``preset`` and rewrite the
+    part's tables in ``doc`` (default docs/results.md) after each one. ``resume``: keep the completed
+    rows of the existing record whose config digest is unchanged instead of running them again."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; allowed: {sorted(PARTS)}")
     spec: Part = PARTS[part]
     logger = get_run_logger()
     root = Path(in_repo(artifact_root))
+    doc_path = Path(doc) if doc else DOC
+    previous = _load_record(doc_path.parent / "results" / f"{part}.json").get("runs", {}) if resume else {}
     started, load_start = time.time(), os.getloadavg()[0]
-    runs: dict[str, dict] = {}
-    for variant in spec.variants:
+    runs: dict[str, dict] = {variant: {"status": "pending"} for variant in spec.variants}
+    kept: list[str] = []
+    for number, variant in enumerate(spec.variants, start=1):
         mine = _merge({"dataset": spec.dataset, "eval": {"baseline_full_prompt": variant == "promptintern"}},
                       overrides or {})
         try:
-            resolve_config(preset, mine, None, variant)
+            cfg = resolve_config(preset, mine, None, variant)
         except VariantUnavailable as exc:
             logger.warning("skipping %s: %s", variant, exc)
             runs[variant] = {"status": "skipped", "reason": str(exc)}
             continue
-        logger.info("%s: variant %d of %d: %s", part, len(runs) + 1, len(spec.variants), variant)
+        digest = config_digest(cfg)
+        old = previous.get(variant, {})
+        if old.get("status") == "completed" and old.get("config_digest") == digest:
+            logger.info("%s: variant %d of %d: %s kept from the record (%s, %s)", part, number,
+                        len(spec.variants), variant, old.get("code", "?"), old.get("finished", "?"))
+            runs[variant] = old
+            kept.append(variant)
+            continue
+        logger.info("%s: variant %d of %d: %s", part, number, len(spec.variants), variant)
+        began, load_before = time.time(), os.getloadavg()[0]
         state = promptintern(preset=preset, variant=variant, overrides=mine, artifact_root=artifact_root,
                              return_state=True)
         if state.is_completed():
             runs[variant] = _variant_record(state.result(), root)
         else:
             runs[variant] = {"status": state.name.lower(), "reason": state.message or ""}
+        runs[variant].update({
+            "config_digest": digest, "code": code_version(),
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "wall_minutes": round((time.time() - began) / 60, 1),
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        })
+        # after every variant: a stopped sweep keeps what it finished (``--resume`` goes on from it)
+        record = _part_record(part, preset, overrides, runs, kept, started, load_start)
+        path = write_results_task(part, record, str(doc_path), preset)
 
-    cfg = resolve_config(preset, _merge({"dataset": spec.dataset}, overrides or {}), None, "promptintern")
+    record = _part_record(part, preset, overrides, runs, kept, started, load_start)
+    path = write_results_task(part, record, str(doc_path), preset)
+    failed = [v for v, r in runs.items() if r["status"] not in ("completed", "skipped")]
+    if failed:
+        raise RuntimeError(f"reproduce {part}: {len(failed)} variant runs did not complete: {', '.join(failed)} "
+                           f"(the others are in {path})")
+    return {"record": path, "runs": runs}
+
+
+def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs: dict[str, dict],
+                 kept: list[str], started: float, load_start: float) -> dict:
+    """The part's record: every variant's row so far, the reference row, how the numbers were made."""
+    cfg = resolve_config(preset, _merge({"dataset": PARTS[part].dataset}, overrides or {}), None, "promptintern")
     base = next((r["base_full_prompt"] for r in runs.values() if r.get("base_full_prompt")), None)
     sets = " ".join(f"--set {k}" for k in _flatten(overrides or {}))
     tuned = next((r["tuned"] for r in runs.values() if r.get("tuned")), {})
+    done = [r for r in runs.values() if r.get("status") == "completed"]
+    commits = sorted({r["code"] for r in done if r.get("code")})
     provenance = {
         "command": f"python -m flows.reproduce {part}{'' if preset == PRESET else ' --preset ' + preset}{(' ' + sets) if sets else ''}",
         "preset": f"{preset} (promptintern/config.py), each variant's settings from promptintern/variants.py",
-        "code": code_version(),
+        "code": ", ".join(commits) or code_version(),
         "model": cfg.model,
         "data": (f"{cfg.dataset}: {cfg.train_subset} training rows (shuffled with seed {cfg.seed}, first "
                  f"{cfg.train_subset}); {cfg.eval.test_split} split, "
@@ -159,19 +220,22 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
         and f"sacrebleu {tuned['sacrebleu_signature']}; EM exact string match; NLC2CMD as in the NeurIPS 2020 challenge"
         or ("pass@1 in the sandbox" if tuned.get("metric") == "pass@1" else tuned.get("metric", "n/a")),
         "input tokens": "the model's own tokenizer, the prompt exactly as fed to the model",
-        "s / instance": "batched generation wall time / rows, measured in the run (one run at a time)",
+        "s / instance": ("batched generation wall time / rows, measured in the run (one run at a time; each "
+                         "row's load average before and after is in the JSON record)"),
         "machine": _machine(),
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "wall time": f"{(time.time() - started) / 60:.0f} min (cached boxes take seconds)",
-        "load average": f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
+        "wall time": (f"{(time.time() - started) / 60:.0f} min this invocation; per variant: "
+                      + ", ".join(f"{v} {r['wall_minutes']:g}" for v, r in runs.items() if r.get("wall_minutes") is not None)
+                      + " min (cached boxes take seconds)"),
+        "load average": f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} now",
     }
-    record = {"part": part, "runs": runs, "base_full_prompt": base, "provenance": provenance}
-    path = write_results_task(part, record, str(Path(doc) if doc else DOC), preset)
-    failed = [v for v, r in runs.items() if r["status"] not in ("completed", "skipped")]
-    if failed:
-        raise RuntimeError(f"reproduce {part}: {len(failed)} variant runs did not complete: {', '.join(failed)} "
-                           f"(the others are in {path})")
-    return {"record": path, "runs": runs}
+    if kept:
+        provenance["resumed"] = (f"{len(kept)} rows kept from earlier invocations with --resume "
+                                 f"(same config digest): {', '.join(kept)}")
+    pending = [v for v, r in runs.items() if r.get("status") == "pending"]
+    if pending:
+        provenance["pending"] = f"{len(pending)} variants not run yet: {', '.join(pending)}"
+    return {"part": part, "runs": runs, "base_full_prompt": base, "provenance": provenance}
 
 
 @flow(name="promptintern-retime", log_prints=True)
@@ -181,7 +245,7 @@ def retime_flow(parts: tuple[str, ...] = ("nl2bash", "mbpp"), rows: int = 24, re
     records (docs/results/<part>.json) name, and rewrite the ``timing`` region of the document."""
     doc_path = Path(doc) if doc else DOC
     root = Path(in_repo(artifact_root))
-    evals, forms = {}, {}
+    evals, forms, missing = {}, {}, []
     for part in parts:
         path = doc_path.parent / "results" / f"{part}.json"
         if not path.exists():
@@ -192,14 +256,21 @@ def retime_flow(parts: tuple[str, ...] = ("nl2bash", "mbpp"), rows: int = 24, re
             run = runs[variant]
             if run.get("status") != "completed":
                 continue
+            if not (root / run["run_dir"] / "results.json").exists():
+                missing.append(f"{part}/{variant}")
+                continue
             report = json.loads((root / run["run_dir"] / "results.json").read_text())
             evals[f"{part}/{variant}"] = report["eval_dirs"]["promptintern"]
             forms[f"{part}/{variant}"] = run["prompt_form"]
             if "base-full-prompt" in report["eval_dirs"]:
                 evals[f"{part}/base model"] = report["eval_dirs"]["base-full-prompt"]
                 forms[f"{part}/base model"] = (run.get("base_full_prompt") or {}).get("prompt_form", "full prompt")
+    if missing:  # rows kept with --resume from another machine or sitting: their models are not here
+        get_run_logger().warning("not re-timed, their models are not under %s (rerun their parts to rebuild "
+                                 "them from the cache or from scratch): %s", root, ", ".join(missing))
     if not evals:
-        raise FileNotFoundError(f"no completed runs in {doc_path.parent / 'results'}; run the parts first")
+        raise FileNotFoundError(f"no completed runs with their models under {root} in "
+                                f"{doc_path.parent / 'results'}; run the parts first")
     load_start = os.getloadavg()[0]
     timing = task(name="retime")(retime)(root, evals, rows, repeats)
     provenance = {
@@ -211,6 +282,8 @@ def retime_flow(parts: tuple[str, ...] = ("nl2bash", "mbpp"), rows: int = 24, re
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load average": f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
     }
+    if missing:
+        provenance["not re-timed"] = f"models not in the artifact root: {', '.join(missing)}"
     record = {"timing": timing, "forms": forms, "provenance": provenance}
     out = doc_path.parent / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -241,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config field for every variant (recorded in the table's command)")
     parser.add_argument("--preset", default=PRESET, help="default cpu-repro (the one docs/results.md uses)")
     parser.add_argument("--artifact-root", default="artifacts")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the completed rows of docs/results/<part>.json whose config is unchanged; run the rest")
     parser.add_argument("--doc", default=None, help="the document to rewrite (default docs/results.md)")
     parser.add_argument("--rows", type=int, default=24, help="timing: test rows per model")
     parser.add_argument("--repeats", type=int, default=3, help="timing: rounds over all models")
@@ -250,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in parts:
         resolve_config(args.preset, _merge({"dataset": PARTS[name].dataset}, overrides or {}), None, "promptintern")
     for name in parts:
-        reproduce(part=name, preset=args.preset, overrides=overrides, artifact_root=args.artifact_root, doc=args.doc)
+        reproduce(part=name, preset=args.preset, overrides=overrides, artifact_root=args.artifact_root, doc=args.doc,
+                  resume=args.resume)
     if "timing" in args.part:
         retime_flow(rows=args.rows, repeats=args.repeats, artifact_root=args.artifact_root, doc=args.doc)
     return 0

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from promptintern.config import preset
-from promptintern.results import PARTS, Table, gap_recovered, replace_region, table_markdown
+from promptintern.results import PARTS, Part, Table, gap_recovered, replace_region, table_markdown
 from promptintern.train import plan_batches
 from promptintern.variants import variant_config
 
@@ -147,3 +147,57 @@ def test_reproduce_writes_the_part_and_a_rerun_gives_the_same_numbers(prefect_ha
     text = doc.read_text()
     assert "<!-- BEGIN timing -->" in text and "| ablations | promptintern | query only |" in text
     assert "hand-written discussion" in text and "<!-- BEGIN ablations -->" in text
+
+    # every row says where it came from; --resume keeps a row whose config is unchanged and runs
+    # again one whose config digest differs (here: a digest made stale by hand)
+    path = tmp_path / "docs" / "results" / "ablations.json"
+    record = json.loads(path.read_text())
+    assert all(r["config_digest"] and r["code"] and r["finished"] and len(r["load_average"]) == 2
+               for r in record["runs"].values())
+    record["runs"]["bank-25"]["tuned"]["bleu"] = 123.0  # a kept row is not recomputed
+    record["runs"]["bank-50"]["config_digest"] = "stale"
+    record["runs"]["bank-50"]["tuned"]["bleu"] = 456.0
+    path.write_text(json.dumps(record))
+    reproduce(**args, resume=True)
+    resumed = json.loads(path.read_text())
+    assert resumed["runs"]["bank-25"]["tuned"]["bleu"] == 123.0
+    assert resumed["runs"]["bank-50"]["tuned"]["bleu"] == runs["bank-50"]["tuned"]["bleu"]
+    assert resumed["runs"]["bank-50"]["config_digest"] == runs["bank-50"]["config_digest"]
+    assert "kept from earlier invocations with --resume" in resumed["provenance"]["resumed"]
+    assert "bank-50" not in resumed["provenance"]["resumed"]
+
+
+def test_a_stopped_part_keeps_the_variants_it_finished(prefect_harness, tiny_data_dir, tmp_path, monkeypatch):
+    """The record is rewritten after every variant: a sweep stopped half-way loses only the variant
+    it was running, and ``--resume`` goes on from there."""
+    import flows.reproduce as rep
+
+    real, calls = rep.promptintern, []
+
+    def stopping(**kwargs):
+        calls.append(kwargs["variant"])
+        if len(calls) == 3:
+            raise RuntimeError("the machine went away")
+        return real(**kwargs)
+
+    monkeypatch.setattr(rep, "promptintern", stopping)
+    monkeypatch.setitem(rep.PARTS, "mini", Part("mini", "nl2bash", (Table("mini", (
+        ("direct", ("direct-template-kshot", "direct-no-template")), ("ours", ("promptintern",)))),)))
+    doc = tmp_path / "docs" / "results.md"
+    args = dict(part="mini", preset="tiny", overrides={"data_dir": str(tiny_data_dir)},
+                artifact_root=str(tmp_path / "artifacts"), doc=str(doc))
+    with pytest.raises(RuntimeError, match="went away"):
+        rep.reproduce(**args)
+    record = json.loads((doc.parent / "results" / "mini.json").read_text())
+    statuses = {v: r["status"] for v, r in record["runs"].items()}
+    assert statuses == {"promptintern": "completed", "direct-template-kshot": "completed",
+                        "direct-no-template": "pending"}
+    assert "1 variants not run yet: direct-no-template" in record["provenance"]["pending"]
+    assert "*pending*" in doc.read_text()
+
+    calls.clear()
+    rep.reproduce(**args, resume=True)
+    assert calls == ["direct-no-template"]  # the finished two were not run again
+    record = json.loads((doc.parent / "results" / "mini.json").read_text())
+    assert all(r["status"] == "completed" for r in record["runs"].values())
+    assert "pending" not in record["provenance"]
