@@ -2,7 +2,7 @@
 #   make demo    set up, fetch data, run the promptintern flow (preset cpu-demo) on Prefect's embedded default
 #   make test    set up, run the default test suite (the slow tests: make test-slow)
 #   make sweep   set up, fetch data, run a sweep of paper variants (VARIANTS=...) and compare them
-#   make reproduce  set up, fetch data, run the experiments of docs/results.md (PARTS=...; hours on 2 cores)
+#   make reproduce  set up, fetch data, run the experiments of docs/results.md (PARTS=..., REPRO_ARGS=--resume; hours on 2 cores)
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -44,8 +44,9 @@ sweep: setup data
 
 # the experiments of docs/results.md, one part after another; each rewrites its tables there
 PARTS ?= nl2bash ablations mbpp timing
+REPRO_ARGS ?=
 reproduce: setup data
-	$(PY) -m flows.reproduce $(PARTS)
+	$(PY) -m flows.reproduce $(PARTS) $(REPRO_ARGS)
 
 test: setup
 	$(PY) -m pytest

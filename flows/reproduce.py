@@ -5,6 +5,8 @@
     python -m flows.reproduce mbpp         # PromptIntern vs template + k-shot vs no template, 500 tasks
     python -m flows.reproduce timing       # seconds per instance of every model above, re-measured side by side
     make reproduce                         # all four; docs/results.md is rewritten part by part
+    python -m flows.reproduce nl2bash --resume       # keep the finished rows of the record, run the rest
+    python -m flows.reproduce nl2bash --render-only  # rewrite the tables from the record, run nothing
 
 Each part runs its variants of the ``promptintern`` flow one after another (as subflows, on
 Prefect's embedded default), stores what every run measured in ``docs/results/<part>.json``, draws
@@ -126,7 +128,7 @@ def write_results_task(part_name: str, record: dict, doc: str, preset: str = PRE
     title = f"{part.dataset} · {record['provenance']['model']} · preset {preset}"
     plot_metric_vs_tokens(plot_points(part, record["runs"]), plot, title)
     record = {**record, "plot": os.path.relpath(plot, doc_path.parent)}
-    (out / f"{part.name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    (out / f"{part.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     write_document(doc_path, [(part, record)], HEADER)
     get_run_logger().info("%s: wrote %s and its region of %s", part.name, out / f"{part.name}.json", doc_path)
     return str(out / f"{part.name}.json")
@@ -287,12 +289,34 @@ def retime_flow(parts: tuple[str, ...] = ("nl2bash", "mbpp"), rows: int = 24, re
     record = {"timing": timing, "forms": forms, "provenance": provenance}
     out = doc_path.parent / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "timing.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    body = (timing_markdown(timing, forms) + "\n\nHow these numbers were made:\n\n"
-            + "\n".join(f"- {k}: {v}" for k, v in provenance.items()))
+    (out / "timing.json").write_text(json.dumps(record, indent=2) + "\n")
     text = doc_path.read_text() if doc_path.exists() else HEADER
-    doc_path.write_text(replace_region(text, "timing", body))
+    doc_path.write_text(replace_region(text, "timing", _timing_body(record)))
     return record
+
+
+def _timing_body(record: dict) -> str:
+    return (timing_markdown(record["timing"], record["forms"]) + "\n\nHow these numbers were made:\n\n"
+            + "\n".join(f"- {k}: {v}" for k, v in record["provenance"].items()))
+
+
+def render(names: list[str], doc: str | None = None) -> list[str]:
+    """Rewrite the regions of ``names`` in the document from their stored records, running nothing
+    (after a change to the table code, or to merge records made in another checkout)."""
+    doc_path = Path(doc) if doc else DOC
+    done = []
+    for name in names:
+        path = doc_path.parent / "results" / f"{name}.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no record of {name!r}; run `python -m flows.reproduce {name}` first")
+        record = _load_record(path)
+        if name == "timing":
+            text = doc_path.read_text() if doc_path.exists() else HEADER
+            doc_path.write_text(replace_region(text, "timing", _timing_body(record)))
+        else:
+            write_document(doc_path, [(PARTS[name], record)], HEADER)
+        done.append(name)
+    return done
 
 
 def _flatten(tree: dict, prefix: str = "") -> list[str]:
@@ -317,9 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="keep the completed rows of docs/results/<part>.json whose config is unchanged; run the rest")
     parser.add_argument("--doc", default=None, help="the document to rewrite (default docs/results.md)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: rewrite the named parts' tables from docs/results/<part>.json")
     parser.add_argument("--rows", type=int, default=24, help="timing: test rows per model")
     parser.add_argument("--repeats", type=int, default=3, help="timing: rounds over all models")
     args = parser.parse_args(argv)
+    if args.render_only:
+        for name in render(list(dict.fromkeys(args.part)), args.doc):
+            print(f"{name}: region rewritten from its record")
+        return 0
     overrides = _parse_set(args.set) or None
     parts = [name for name in args.part if name != "timing"]
     for name in parts:

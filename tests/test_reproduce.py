@@ -201,3 +201,13 @@ def test_a_stopped_part_keeps_the_variants_it_finished(prefect_harness, tiny_dat
     record = json.loads((doc.parent / "results" / "mini.json").read_text())
     assert all(r["status"] == "completed" for r in record["runs"].values())
     assert "pending" not in record["provenance"]
+
+    # the tables come back from the record alone, nothing run
+    table = doc.read_text()
+    doc.write_text("# Results\n\nprose\n")
+    calls.clear()
+    assert rep.main(["mini", "--render-only", "--doc", str(doc)]) == 0
+    assert calls == [] and doc.read_text().startswith("# Results\n\nprose\n")
+    assert doc.read_text().split("<!-- BEGIN mini -->")[1] == table.split("<!-- BEGIN mini -->")[1]
+    with pytest.raises(FileNotFoundError, match="no record of 'ablations'"):
+        rep.main(["ablations", "--render-only", "--doc", str(doc)])
