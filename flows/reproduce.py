@@ -148,17 +148,22 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
     doc_path = Path(doc) if doc else DOC
     previous = _load_record(doc_path.parent / "results" / f"{part}.json").get("runs", {}) if resume else {}
     started, load_start = time.time(), os.getloadavg()[0]
-    runs: dict[str, dict] = {variant: {"status": "pending"} for variant in spec.variants}
-    kept: list[str] = []
-    for number, variant in enumerate(spec.variants, start=1):
+    runs: dict[str, dict] = {}
+    configs: dict[str, tuple[dict, RunConfig]] = {}
+    for variant in spec.variants:  # what cannot run is known (and shown) before anything runs
         mine = _merge({"dataset": spec.dataset, "eval": {"baseline_full_prompt": variant == "promptintern"}},
                       overrides or {})
         try:
-            cfg = resolve_config(preset, mine, None, variant)
+            configs[variant] = mine, resolve_config(preset, mine, None, variant)
+            runs[variant] = {"status": "pending"}
         except VariantUnavailable as exc:
             logger.warning("skipping %s: %s", variant, exc)
             runs[variant] = {"status": "skipped", "reason": str(exc)}
+    kept: list[str] = []
+    for number, variant in enumerate(spec.variants, start=1):
+        if variant not in configs:
             continue
+        mine, cfg = configs[variant]
         digest = config_digest(cfg)
         old = previous.get(variant, {})
         if old.get("status") == "completed" and old.get("config_digest") == digest:

@@ -137,9 +137,10 @@ def reference_markdown(base: dict | None) -> str:
     """The untuned model with the full prompt: what the paper calls the base model's ceiling."""
     if not base:
         return ""
-    metric = base["metric"]
-    return (f"Base model without fine-tuning, {base.get('prompt_form', 'full prompt')}: {metric} "
-            f"{base[metric]:.2f}, {base['input_tokens_per_query']:.1f} input tokens / query, "
+    cols = METRIC_COLUMNS.get(base["metric"], METRIC_COLUMNS["exact_match"])
+    scores = ", ".join(f"{name} {_fmt(base.get(key), spec)}" for name, key, spec in cols if base.get(key) is not None)
+    return (f"Base model without fine-tuning, {base.get('prompt_form', 'full prompt')}: {scores}; "
+            f"{base['input_tokens_per_query']:.1f} input tokens / query, "
             f"{base['seconds_per_instance']:.3f} s / instance.")
 
 

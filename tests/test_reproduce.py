@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from promptintern.config import preset
-from promptintern.results import PARTS, Part, Table, gap_recovered, replace_region, table_markdown
+from promptintern.results import PARTS, Part, Table, gap_recovered, reference_markdown, replace_region, table_markdown
 from promptintern.train import plan_batches
 from promptintern.variants import variant_config
 
@@ -81,6 +81,14 @@ def test_table_ratios_are_against_the_full_prompt_fine_tune():
     # a skipped variant keeps its row and says why, without breaking the table
     assert rows["llmlingua2-0.3"]["prompt at inference"].startswith("*skipped: variant")
     assert len(rows["llmlingua2-0.3"]) == len(header)
+
+
+def test_the_base_model_line_gives_every_metric_of_the_table():
+    base = {**_metrics(14.1097, 662.26, 2.81), "exact_match": 0.6667, "nlc2cmd": -0.4873,
+            "prompt_form": "full template + 2-shot"}
+    assert reference_markdown(base) == ("Base model without fine-tuning, full template + 2-shot: BLEU 14.11, "
+                                        "EM % 0.67, NLC2CMD -0.487; 662.3 input tokens / query, 2.810 s / instance.")
+    assert reference_markdown(None) == ""
 
 
 def test_replace_region_keeps_the_prose_around_the_markers():
@@ -182,7 +190,8 @@ def test_a_stopped_part_keeps_the_variants_it_finished(prefect_harness, tiny_dat
 
     monkeypatch.setattr(rep, "promptintern", stopping)
     monkeypatch.setitem(rep.PARTS, "mini", Part("mini", "nl2bash", (Table("mini", (
-        ("direct", ("direct-template-kshot", "direct-no-template")), ("ours", ("promptintern",)))),)))
+        ("direct", ("direct-template-kshot", "direct-no-template")),
+        ("ours", ("promptintern", "llmlingua2-0.3")))),)))  # LLMLingua-2 without its model: unavailable
     doc = tmp_path / "docs" / "results.md"
     args = dict(part="mini", preset="tiny", overrides={"data_dir": str(tiny_data_dir)},
                 artifact_root=str(tmp_path / "artifacts"), doc=str(doc))
@@ -191,7 +200,7 @@ def test_a_stopped_part_keeps_the_variants_it_finished(prefect_harness, tiny_dat
     record = json.loads((doc.parent / "results" / "mini.json").read_text())
     statuses = {v: r["status"] for v, r in record["runs"].items()}
     assert statuses == {"promptintern": "completed", "direct-template-kshot": "completed",
-                        "direct-no-template": "pending"}
+                        "direct-no-template": "pending", "llmlingua2-0.3": "skipped"}  # known before the stop
     assert "1 variants not run yet: direct-no-template" in record["provenance"]["pending"]
     assert "*pending*" in doc.read_text()
 
@@ -199,7 +208,7 @@ def test_a_stopped_part_keeps_the_variants_it_finished(prefect_harness, tiny_dat
     rep.reproduce(**args, resume=True)
     assert calls == ["direct-no-template"]  # the finished two were not run again
     record = json.loads((doc.parent / "results" / "mini.json").read_text())
-    assert all(r["status"] == "completed" for r in record["runs"].values())
+    assert [v for v, r in record["runs"].items() if r["status"] != "completed"] == ["llmlingua2-0.3"]
     assert "pending" not in record["provenance"]
 
     # the tables come back from the record alone, nothing run
