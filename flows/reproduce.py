@@ -248,51 +248,50 @@ def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs:
 @flow(name="promptintern-retime", log_prints=True)
 def retime_flow(parts: tuple[str, ...] = ("nl2bash", "mbpp"), rows: int = 24, repeats: int = 3,
                 artifact_root: str = "artifacts", doc: str | None = None) -> dict:
-    """Measure again, side by side, the seconds per instance of every model the parts'
-    records (docs/results/<part>.json) name, and rewrite the ``timing`` region of the document."""
+    """Measure again, side by side, the seconds per instance of every model the parts' records
+    (docs/results/<part>.json) name, and rewrite the ``timing`` region of the document.
+
+    Each part is timed in one go (its speed-ups compare models measured together); a part whose
+    models are not under the artifact root (its rows came from another sitting) keeps the timing
+    the record already holds for it."""
+    logger = get_run_logger()
     doc_path = Path(doc) if doc else DOC
     root = Path(in_repo(artifact_root))
-    evals, forms, missing = {}, {}, []
-    for part in parts:
-        path = doc_path.parent / "results" / f"{part}.json"
-        if not path.exists():
-            get_run_logger().warning("no record of part %s (%s): run `python -m flows.reproduce %s` first", part, path, part)
-            continue
-        runs = json.loads(path.read_text())["runs"]
-        for variant in sorted(runs, key=lambda v: PARTS[part].variants.index(v) if v in PARTS[part].variants else 99):
-            run = runs[variant]
-            if run.get("status") != "completed":
-                continue
-            if not (root / run["run_dir"] / "results.json").exists():
-                missing.append(f"{part}/{variant}")
-                continue
-            report = json.loads((root / run["run_dir"] / "results.json").read_text())
-            evals[f"{part}/{variant}"] = report["eval_dirs"]["promptintern"]
-            forms[f"{part}/{variant}"] = run["prompt_form"]
-            if "base-full-prompt" in report["eval_dirs"]:
-                evals[f"{part}/base model"] = report["eval_dirs"]["base-full-prompt"]
-                forms[f"{part}/base model"] = (run.get("base_full_prompt") or {}).get("prompt_form", "full prompt")
-    if missing:  # rows kept with --resume from another machine or sitting: their models are not here
-        get_run_logger().warning("not re-timed, their models are not under %s (rerun their parts to rebuild "
-                                 "them from the cache or from scratch): %s", root, ", ".join(missing))
-    if not evals:
-        raise FileNotFoundError(f"no completed runs with their models under {root} in "
-                                f"{doc_path.parent / 'results'}; run the parts first")
-    load_start = os.getloadavg()[0]
-    timing = task(name="retime")(retime)(root, evals, rows, repeats)
-    provenance = {
-        "command": f"python -m flows.reproduce timing --rows {rows} --repeats {repeats}",
-        "what": (f"each model of the tables generates for the first {rows} test rows of its part with its own "
-                 f"prompt form, batch size and max_new_tokens; {repeats} rounds in rotating order, median"),
-        "code": code_version(),
-        "machine": _machine(),
-        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load average": f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
-    }
-    if missing:
-        provenance["not re-timed"] = f"models not in the artifact root: {', '.join(missing)}"
-    record = {"timing": timing, "forms": forms, "provenance": provenance}
     out = doc_path.parent / "results"
+    previous = _load_record(out / "timing.json").get("parts", {})
+    record: dict[str, dict] = {"parts": {}}
+    for part in parts:
+        path = out / f"{part}.json"
+        if not path.exists():
+            logger.warning("no record of part %s (%s): run `python -m flows.reproduce %s` first", part, path, part)
+            continue
+        evals, forms, missing = _models_of(part, json.loads(path.read_text())["runs"], root)
+        if missing:  # rows kept with --resume from another sitting: their models are not here
+            logger.warning("%s: not re-timed, their models are not under %s (rerun the part without --resume "
+                           "to rebuild them): %s", part, root, ", ".join(missing))
+        if not evals:
+            if part in previous:
+                logger.warning("%s: keeping the timing of %s", part, previous[part]["provenance"]["finished"])
+                record["parts"][part] = previous[part]
+            continue
+        load_start = os.getloadavg()[0]
+        timing = task(name=f"retime-{part}")(retime)(root, evals, rows, repeats)
+        provenance = {
+            "command": f"python -m flows.reproduce timing --rows {rows} --repeats {repeats}",
+            "what": (f"each model of the part generates for the first {rows} test rows with its own prompt "
+                     f"form, batch size and max_new_tokens; {repeats} rounds in rotating order, median"),
+            "code": code_version(),
+            "machine": _machine(),
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "load average": f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
+        }
+        if missing:
+            provenance["not re-timed"] = f"models not in the artifact root: {', '.join(missing)}"
+        record["parts"][part] = {"timing": timing, "forms": forms, "provenance": provenance}
+    for part, kept in previous.items():  # parts not asked for this time stay as they were
+        record["parts"].setdefault(part, kept)
+    if not record["parts"]:
+        raise FileNotFoundError(f"no completed runs with their models under {root} in {out}; run the parts first")
     out.mkdir(parents=True, exist_ok=True)
     (out / "timing.json").write_text(json.dumps(record, indent=2) + "\n")
     text = doc_path.read_text() if doc_path.exists() else HEADER
@@ -300,9 +299,35 @@ def retime_flow(parts: tuple[str, ...] = ("nl2bash", "mbpp"), rows: int = 24, re
     return record
 
 
+def _models_of(part: str, runs: dict[str, dict], root: Path) -> tuple[dict, dict, list[str]]:
+    """The benchmark folders of a part's models (``<part>/<variant>`` and ``<part>/base model``),
+    their prompt forms, and the completed rows whose run is not under ``root``."""
+    evals, forms, missing = {}, {}, []
+    order = PARTS[part].variants
+    for variant in sorted(runs, key=lambda v: order.index(v) if v in order else len(order)):
+        run = runs[variant]
+        if run.get("status") != "completed":
+            continue
+        if not (root / run["run_dir"] / "results.json").exists():
+            missing.append(f"{part}/{variant}")
+            continue
+        report = json.loads((root / run["run_dir"] / "results.json").read_text())
+        evals[f"{part}/{variant}"] = report["eval_dirs"]["promptintern"]
+        forms[f"{part}/{variant}"] = run["prompt_form"]
+        if "base-full-prompt" in report["eval_dirs"]:
+            evals[f"{part}/base model"] = report["eval_dirs"]["base-full-prompt"]
+            forms[f"{part}/base model"] = (run.get("base_full_prompt") or {}).get("prompt_form", "full prompt")
+    return evals, forms, missing
+
+
 def _timing_body(record: dict) -> str:
-    return (timing_markdown(record["timing"], record["forms"]) + "\n\nHow these numbers were made:\n\n"
-            + "\n".join(f"- {k}: {v}" for k, v in record["provenance"].items()))
+    out = []
+    for part, entry in record["parts"].items():
+        out += [f"#### {part}", "", timing_markdown(entry["timing"], entry["forms"]), "",
+                "How these numbers were made:", ""]
+        out += [f"- {k}: {v}" for k, v in entry["provenance"].items()]
+        out.append("")
+    return "\n".join(out)
 
 
 def render(names: list[str], doc: str | None = None) -> list[str]:

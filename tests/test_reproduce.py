@@ -146,15 +146,17 @@ def test_reproduce_writes_the_part_and_a_rerun_gives_the_same_numbers(prefect_ha
     from flows.reproduce import retime_flow
 
     timed = retime_flow(parts=("ablations",), rows=2, repeats=2, artifact_root=args["artifact_root"], doc=str(doc))
-    assert set(timed["timing"]) == {f"ablations/{v}" for v in runs} | {"ablations/base model"}
-    assert all(len(t["all"]) == 2 and t["seconds_per_instance"] > 0 and t["rows"] == 2
-               for t in timed["timing"].values())
+    timing = timed["parts"]["ablations"]["timing"]
+    assert set(timing) == {f"ablations/{v}" for v in runs} | {"ablations/base model"}
+    assert all(len(t["all"]) == 2 and t["seconds_per_instance"] > 0 and t["rows"] == 2 for t in timing.values())
     # the query-only model reads far fewer tokens than the full-prompt one
-    assert timed["timing"]["ablations/promptintern"]["input_tokens"] < \
-        timed["timing"]["ablations/direct-template-kshot"]["input_tokens"] / 5
+    assert timing["ablations/promptintern"]["input_tokens"] < timing["ablations/direct-template-kshot"]["input_tokens"] / 5
     text = doc.read_text()
     assert "<!-- BEGIN timing -->" in text and "| ablations | promptintern | query only |" in text
     assert "hand-written discussion" in text and "<!-- BEGIN ablations -->" in text
+    # in another sitting, without the models (a fresh artifact root), the part keeps its timing
+    again = retime_flow(parts=("ablations",), rows=2, repeats=2, artifact_root=str(tmp_path / "empty"), doc=str(doc))
+    assert again["parts"]["ablations"] == timed["parts"]["ablations"]
 
     # every row says where it came from; --resume keeps a row whose config is unchanged and runs
     # again one whose config digest differs (here: a digest made stale by hand)
