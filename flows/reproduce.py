@@ -21,6 +21,12 @@ variant's resolved config and the dataset's content digest) is unchanged and run
 a sweep longer than one sitting can be finished in several, each row saying when and from which
 commit it came.
 
+Every model's answers are published beside the tables (``docs/results/predictions/<part>/<variant>.jsonl``:
+id, prediction, reference, and the sandbox verdict for code), and each table carries a paired
+bootstrap test against PromptIntern (``promptintern.significance``): the 95% interval of every row's
+metric and the p-value of its difference, so that a difference inside the test set's noise reads as
+such. ``--render-only`` recomputes those from the published answers.
+
 Only the ``promptintern`` variant also benchmarks the untuned model with the full prompt (the
 reference row); the other variants skip that benchmark, which would otherwise run once per
 distinct k0 (tens of minutes each on 2 cores) and change no number of the tables.
@@ -41,11 +47,13 @@ from prefect import flow, task
 from prefect.logging import get_run_logger
 
 from flows.dag import REPO_ROOT, _parse_set, in_repo, promptintern, resolve_config
-from promptintern.artifacts import stable_hash
+from promptintern.artifacts import sha256_file, stable_hash
 from promptintern.config import RunConfig, _merge
 from promptintern.data import dataset_digest
 from promptintern.report import plot_metric_vs_tokens
-from promptintern.results import PARTS, Part, plot_points, replace_region, retime, timing_markdown, write_document
+from promptintern.results import (PARTS, Part, export_predictions, plot_points, read_predictions, replace_region, retime,
+                                  timing_markdown, write_document)
+from promptintern.significance import paired_bootstrap
 from promptintern.variants import VariantUnavailable
 
 PRESET = "cpu-repro"
@@ -114,6 +122,7 @@ def _variant_record(result: dict, root: Path) -> dict:
         "template_rates": report["provenance"]["template rates achieved"],
         "predictions_sha256": manifest["files"]["predictions.jsonl"]["sha256"],
         "run_dir": os.path.relpath(result["run_dir"], root),
+        "eval_dir": report["eval_dirs"]["promptintern"],
     }
 
 
@@ -178,6 +187,7 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
                              return_state=True)
         if state.is_completed():
             runs[variant] = _variant_record(state.result(), root)
+            export_predictions(root / runs[variant]["eval_dir"], _predictions_path(doc_path, part, variant))
         else:
             runs[variant] = {"status": state.name.lower(), "reason": state.message or ""}
         runs[variant].update({
@@ -187,10 +197,11 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         })
         # after every variant: a stopped sweep keeps what it finished (``--resume`` goes on from it)
-        record = _part_record(part, preset, overrides, runs, kept, started, load_start)
+        record = _part_record(part, preset, overrides, runs, kept, started, load_start, doc_path)
         path = write_results_task(part, record, str(doc_path), preset)
 
-    record = _part_record(part, preset, overrides, runs, kept, started, load_start)
+    _publish_missing_predictions(part, runs, root, doc_path)  # rows kept from a record made before they were published
+    record = _part_record(part, preset, overrides, runs, kept, started, load_start, doc_path)
     path = write_results_task(part, record, str(doc_path), preset)
     failed = [v for v, r in runs.items() if r["status"] not in ("completed", "skipped")]
     if failed:
@@ -199,8 +210,22 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
     return {"record": path, "runs": runs}
 
 
+def _predictions_path(doc_path: Path, part: str, variant: str) -> Path:
+    return doc_path.parent / "results" / "predictions" / part / f"{variant}.jsonl"
+
+
+def significance(part: str, runs: dict[str, dict], doc_path: Path, baseline: str = "promptintern") -> dict | None:
+    """Paired bootstrap of the part's metric over the published predictions of its completed rows,
+    every row against ``baseline`` (None until the baseline has run)."""
+    systems = {v: read_predictions(_predictions_path(doc_path, part, v)) for v, r in runs.items()
+               if r.get("status") == "completed" and _predictions_path(doc_path, part, v).exists()}
+    if baseline not in systems:
+        return None
+    return paired_bootstrap(runs[baseline]["tuned"]["metric"], systems, baseline)
+
+
 def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs: dict[str, dict],
-                 kept: list[str], started: float, load_start: float) -> dict:
+                 kept: list[str], started: float, load_start: float, doc_path: Path) -> dict:
     """The part's record: every variant's row so far, the reference row, how the numbers were made."""
     cfg = resolve_config(preset, _merge({"dataset": PARTS[part].dataset}, overrides or {}), None, "promptintern")
     base = next((r["base_full_prompt"] for r in runs.values() if r.get("base_full_prompt")), None)
@@ -242,7 +267,8 @@ def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs:
     pending = [v for v, r in runs.items() if r.get("status") == "pending"]
     if pending:
         provenance["pending"] = f"{len(pending)} variants not run yet: {', '.join(pending)}"
-    return {"part": part, "runs": runs, "base_full_prompt": base, "provenance": provenance}
+    return {"part": part, "runs": runs, "base_full_prompt": base, "provenance": provenance,
+            "significance": significance(part, runs, doc_path)}
 
 
 @flow(name="promptintern-retime", log_prints=True)
@@ -330,9 +356,11 @@ def _timing_body(record: dict) -> str:
     return "\n".join(out)
 
 
-def render(names: list[str], doc: str | None = None) -> list[str]:
-    """Rewrite the regions of ``names`` in the document from their stored records, running nothing
-    (after a change to the table code, or to merge records made in another checkout)."""
+def render(names: list[str], doc: str | None = None, artifact_root: str | None = None) -> list[str]:
+    """Rewrite the regions of ``names`` in the document from their stored records, running no model
+    (after a change to the table code, or to merge records made in another checkout). The
+    significance tests are recomputed from the published predictions; a row's predictions that are
+    not published yet are taken from its benchmark under ``artifact_root`` when it is there."""
     doc_path = Path(doc) if doc else DOC
     done = []
     for name in names:
@@ -344,9 +372,27 @@ def render(names: list[str], doc: str | None = None) -> list[str]:
             text = doc_path.read_text() if doc_path.exists() else HEADER
             doc_path.write_text(replace_region(text, "timing", _timing_body(record)))
         else:
+            if artifact_root:
+                _publish_missing_predictions(name, record["runs"], Path(in_repo(artifact_root)), doc_path)
+            record["significance"] = significance(name, record["runs"], doc_path)
+            path.write_text(json.dumps(record, indent=2) + "\n")
             write_document(doc_path, [(PARTS[name], record)], HEADER)
         done.append(name)
     return done
+
+
+def _publish_missing_predictions(part: str, runs: dict[str, dict], root: Path, doc_path: Path) -> None:
+    for variant, run in runs.items():
+        dest = _predictions_path(doc_path, part, variant)
+        if run.get("status") != "completed" or dest.exists():
+            continue
+        eval_dir = run.get("eval_dir")
+        if eval_dir is None and (root / run["run_dir"] / "results.json").exists():
+            eval_dir = json.loads((root / run["run_dir"] / "results.json").read_text())["eval_dirs"]["promptintern"]
+        if eval_dir and (root / eval_dir / "predictions.jsonl").exists():
+            if sha256_file(root / eval_dir / "predictions.jsonl") != run["predictions_sha256"]:
+                raise ValueError(f"{root / eval_dir}: not the predictions the record of {part}/{variant} names")
+            export_predictions(root / eval_dir, dest)
 
 
 def _flatten(tree: dict, prefix: str = "") -> list[str]:
@@ -372,12 +418,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the completed rows of docs/results/<part>.json whose config is unchanged; run the rest")
     parser.add_argument("--doc", default=None, help="the document to rewrite (default docs/results.md)")
     parser.add_argument("--render-only", action="store_true",
-                        help="run nothing: rewrite the named parts' tables from docs/results/<part>.json")
+                        help="run no model: rewrite the named parts' tables from docs/results/<part>.json and the published predictions")
     parser.add_argument("--rows", type=int, default=24, help="timing: test rows per model")
     parser.add_argument("--repeats", type=int, default=3, help="timing: rounds over all models")
     args = parser.parse_args(argv)
     if args.render_only:
-        for name in render(list(dict.fromkeys(args.part)), args.doc):
+        for name in render(list(dict.fromkeys(args.part)), args.doc, args.artifact_root):
             print(f"{name}: region rewritten from its record")
         return 0
     overrides = _parse_set(args.set) or None

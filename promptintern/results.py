@@ -96,15 +96,21 @@ def gap_recovered(value: float, none: float, full: float) -> float | None:
     return 0.0 if abs(share) < 0.5 else share  # no "-0"
 
 
-def table_markdown(table: Table, runs: dict[str, dict]) -> str:
+def table_markdown(table: Table, runs: dict[str, dict], significance: dict | None = None) -> str:
     """One table. ``runs[variant]``: ``{"status", "reason"?, "tuned": metrics.json of the fine-tuned
-    model, "steps": optimizer steps summed over stages, "prompt_form"}``."""
+    model, "steps": optimizer steps summed over stages, "prompt_form"}``. ``significance``: what
+    ``promptintern.significance.paired_bootstrap`` returned for these runs (adds the 95% interval and
+    the p-value against its baseline, and hides a gap recovered that is within the noise)."""
     metric = next((r["tuned"]["metric"] for r in runs.values() if r.get("tuned")), "bleu")
     cols = METRIC_COLUMNS.get(metric, METRIC_COLUMNS["exact_match"])
     full, none = (runs.get(v, {}).get("tuned") for v in (FULL, NONE))
-    header = (["group", "method", "prompt at inference"] + [c[0] for c in cols]
+    tested = (significance or {}).get("systems", {})
+    extra = ["± 95% CI", f"p vs {significance['baseline']}"] if significance else []
+    header = (["group", "method", "prompt at inference"] + [c[0] for c in cols] + extra
               + ["input tokens / query", "fewer tokens than template + k-shot", "s / instance",
                  "speed-up vs template + k-shot", "gap recovered %", "train steps"])
+    gap_is_noise = bool(full and none and FULL in tested and NONE in tested and abs(full[metric] - none[metric])
+                        <= max(tested[FULL]["ci"], tested[NONE]["ci"]))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group_name, variants in table.groups:
         for i, variant in enumerate(variants):
@@ -119,11 +125,14 @@ def table_markdown(table: Table, runs: dict[str, dict]) -> str:
             gap = (gap_recovered(m[metric], none[metric], full[metric]) if full and none else None)
             cells = [group, variant, run.get("prompt_form", "")]
             cells += [_fmt(m.get(key), spec) for _, key, spec in cols]
+            if significance:
+                sig = tested.get(variant, {})
+                cells += [_fmt(sig.get("ci"), "{:.2f}"), _fmt(sig.get("p_value"), "{:.3f}")]
             cells += [f"{tokens:.1f}",
                       f"{full['input_tokens_per_query'] / tokens:.1f}x" if full and tokens else "",
                       f"{seconds:.3f}",
                       f"{full['seconds_per_instance'] / seconds:.2f}x" if full and seconds else "",
-                      _fmt(gap, "{:.0f}"), str(run.get("steps", ""))]
+                      "within noise" if gap_is_noise else _fmt(gap, "{:.0f}"), str(run.get("steps", ""))]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -150,19 +159,32 @@ def render_part(part: Part, record: dict) -> str:
     ``record``: what ``flows.reproduce`` stored in ``docs/results/<part>.json``."""
     runs = record["runs"]
     out = []
+    significance = record.get("significance")
     for table in part.tables:
-        out += [f"#### {table.title}", "", table_markdown(table, runs), ""]
+        out += [f"#### {table.title}", "", table_markdown(table, runs, significance), ""]
         if table.note:
             out += [table.note, ""]
     ref = reference_markdown(record.get("base_full_prompt"))
     if ref:
         out += [ref, ""]
+    if significance:
+        out += [significance_note(significance), ""]
     if record.get("plot"):
         out += [f"![metric vs input tokens, {part.name}]({record['plot']})", ""]
     prov = record["provenance"]
     out += ["How these numbers were made:", ""]
     out += [f"- {key}: {value}" for key, value in prov.items()]
     return "\n".join(out) + "\n"
+
+
+def significance_note(sig: dict) -> str:
+    """What the ``± 95% CI`` and ``p vs ...`` columns mean, with how they were made."""
+    return (f"± 95% CI: half-width of the 95% interval of {sig['metric']} over {sig['n_samples']} paired bootstrap "
+            f"resamples of the {sig['rows']} test rows ({sig['method']}, seed {sig['seed']}); p vs {sig['baseline']}: "
+            f"the chance of a difference at least this large from resampling alone (below 0.05: more than the "
+            f"test set's noise). Gap recovered is left out (\"within noise\") when the no-template and "
+            f"template + k-shot models differ by less than the larger of their intervals. Rescore from "
+            f"`docs/results/predictions/`.")
 
 
 def replace_region(document: str, name: str, body: str) -> str:
@@ -194,6 +216,26 @@ def _group_of(part: Part, variant: str) -> str:
             if variant in variants:
                 return group.split(" (")[0]
     return "reference"
+
+
+PREDICTION_FIELDS = ("id", "prediction", "reference", "exec_status")
+
+
+def export_predictions(eval_dir: Path, dest: Path) -> Path:
+    """A benchmark's scored rows, as published next to the tables: enough to rescore any number
+    (``promptintern.significance``) without the model or the artifact root."""
+    rows = [json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".partial")
+    tmp.write_text("".join(json.dumps({k: r[k] for k in PREDICTION_FIELDS if k in r}, ensure_ascii=False) + "\n"
+                           for r in rows), encoding="utf-8")
+    tmp.replace(dest)
+    return dest
+
+
+def read_predictions(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def write_document(path: Path, parts: Sequence[tuple[Part, dict]], header: str) -> str:

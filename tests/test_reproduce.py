@@ -83,6 +83,26 @@ def test_table_ratios_are_against_the_full_prompt_fine_tune():
     assert len(rows["llmlingua2-0.3"]) == len(header)
 
 
+def test_the_table_shows_intervals_and_hides_a_gap_within_the_noise():
+    table = Table("t", (("Direct", ("direct-template-kshot", "direct-no-template")), ("Ours", ("promptintern",))))
+    runs = {v: {"status": "completed", "tuned": _metrics(bleu, 30.0, 0.5), "steps": 48}
+            for v, bleu in (("direct-template-kshot", 20.8), ("direct-no-template", 20.6), ("promptintern", 17.4))}
+    sig = {"baseline": "promptintern", "metric": "bleu", "systems": {
+        "promptintern": {"ci": 2.89, "p_value": None}, "direct-template-kshot": {"ci": 2.9, "p_value": 0.007},
+        "direct-no-template": {"ci": 3.12, "p_value": 0.002}}}
+    lines = table_markdown(table, runs, sig).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {cells[1]: dict(zip(header, cells)) for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    assert rows["direct-no-template"]["± 95% CI"] == "3.12" and rows["direct-no-template"]["p vs promptintern"] == "0.002"
+    assert rows["promptintern"]["p vs promptintern"] == ""
+    # 20.8 vs 20.6 is inside +-3: the share of that gap would be noise (here -1700%)
+    assert {r["gap recovered %"] for r in rows.values()} == {"within noise"}
+    sig["systems"]["direct-template-kshot"]["ci"] = sig["systems"]["direct-no-template"]["ci"] = 0.1
+    rows = table_markdown(table, runs, sig)
+    assert "| -1600 |" in rows and "within noise" not in rows
+
+
 def test_the_base_model_line_gives_every_metric_of_the_table():
     base = {**_metrics(14.1097, 662.26, 2.81), "exact_match": 0.6667, "nlc2cmd": -0.4873,
             "prompt_form": "full template + 2-shot"}
@@ -157,6 +177,16 @@ def test_reproduce_writes_the_part_and_a_rerun_gives_the_same_numbers(prefect_ha
     # in another sitting, without the models (a fresh artifact root), the part keeps its timing
     again = retime_flow(parts=("ablations",), rows=2, repeats=2, artifact_root=str(tmp_path / "empty"), doc=str(doc))
     assert again["parts"]["ablations"] == timed["parts"]["ablations"]
+
+    # every answer is published beside the tables, and PromptIntern is tested against every row
+    for name, run in runs.items():
+        published = (tmp_path / "docs" / "results" / "predictions" / "ablations" / f"{name}.jsonl").read_text()
+        assert len(published.splitlines()) == run["tuned"]["n"] and '"reference"' in published
+    sig = first["significance"]
+    assert sig["baseline"] == "promptintern" and set(sig["systems"]) == set(runs)
+    assert sig["systems"]["promptintern"]["score"] == pytest.approx(runs["promptintern"]["tuned"]["bleu"], abs=1e-3)
+    assert sig["systems"]["bank-100"]["p_value"] == 1.0  # the same answers
+    assert "| ± 95% CI | p vs promptintern |" in text
 
     # every row says where it came from; --resume keeps a row whose config is unchanged and runs
     # again one whose config digest differs (here: a digest made stale by hand)
