@@ -223,12 +223,14 @@ PREDICTION_FIELDS = ("id", "prediction", "reference", "exec_status")
 
 def export_predictions(eval_dir: Path, dest: Path) -> Path:
     """A benchmark's scored rows, as published next to the tables: enough to rescore any number
-    (``promptintern.significance``) without the model or the artifact root."""
+    (``promptintern.significance``) without the model or the artifact root. Rows judged by running
+    them keep their verdict and leave out the reference (a whole program, not needed to rescore)."""
     rows = [json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
             if line.strip()]
+    fields = [k for k in PREDICTION_FIELDS if not (k == "reference" and rows and "exec_status" in rows[0])]
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".partial")
-    tmp.write_text("".join(json.dumps({k: r[k] for k in PREDICTION_FIELDS if k in r}, ensure_ascii=False) + "\n"
+    tmp.write_text("".join(json.dumps({k: r[k] for k in fields if k in r}, ensure_ascii=False) + "\n"
                            for r in rows), encoding="utf-8")
     tmp.replace(dest)
     return dest

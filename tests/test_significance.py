@@ -64,3 +64,22 @@ def test_exact_match_rows_and_bad_inputs():
         paired_bootstrap("exact_match", {"a": rows, "b": rows[:10]}, baseline="a")
     with pytest.raises(ValueError, match="baseline 'c'"):
         paired_bootstrap("exact_match", {"a": rows}, baseline="c")
+
+
+def test_published_answers_keep_what_rescoring_needs(tmp_path):
+    import json
+
+    from promptintern.results import export_predictions, read_predictions
+
+    bash, code = tmp_path / "bash", tmp_path / "code"
+    bash.mkdir(), code.mkdir()
+    (bash / "predictions.jsonl").write_text(json.dumps(
+        {"id": "t-0", "input_tokens": 21, "completion": " ls -la", "prediction": "ls -la", "reference": "ls -a"}) + "\n")
+    (code / "predictions.jsonl").write_text(json.dumps(
+        {"id": 11, "input_tokens": 90, "completion": "x", "prediction": "def f(): pass", "reference": "def f(): return 1",
+         "exec_status": "failed", "exec_detail": "AssertionError", "exec_wall_s": 0.1}) + "\n")
+    rows = read_predictions(export_predictions(bash, tmp_path / "out" / "bash.jsonl"))
+    assert rows == [{"id": "t-0", "prediction": "ls -la", "reference": "ls -a"}]
+    rows = read_predictions(export_predictions(code, tmp_path / "out" / "code.jsonl"))
+    assert rows == [{"id": 11, "prediction": "def f(): pass", "exec_status": "failed"}]
+    assert list(row_scores("pass@1", rows)) == [0.0]
