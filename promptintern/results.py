@@ -225,8 +225,7 @@ def export_predictions(eval_dir: Path, dest: Path) -> Path:
     """A benchmark's scored rows, as published next to the tables: enough to rescore any number
     (``promptintern.significance``) without the model or the artifact root. Rows judged by running
     them keep their verdict and leave out the reference (a whole program, not needed to rescore)."""
-    rows = [json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    rows = read_predictions(eval_dir / "predictions.jsonl")
     fields = [k for k in PREDICTION_FIELDS if not (k == "reference" and rows and "exec_status" in rows[0])]
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".partial")
