@@ -4,6 +4,7 @@
     python -m flows.reproduce ablations    # schedule patterns and retrieval-bank sizes on NL2Bash
     python -m flows.reproduce mbpp         # PromptIntern vs template + k-shot vs no template, 500 tasks
     python -m flows.reproduce timing       # seconds per instance of every model above, re-measured side by side
+    python -m flows.reproduce mbpp timing --resume   # finish MBPP, then re-time its models only
     make reproduce                         # all four; docs/results.md is rewritten part by part
     python -m flows.reproduce nl2bash --resume       # keep the finished rows of the record, run the rest
     python -m flows.reproduce nl2bash --render-only  # rewrite the tables from the record, run nothing
@@ -58,6 +59,7 @@ from promptintern.variants import VariantUnavailable
 
 PRESET = "cpu-repro"
 DOC = REPO_ROOT / "docs" / "results.md"
+TIMED_PARTS = ("nl2bash", "mbpp")  # `timing` alone re-times these (ablations share their models with nl2bash)
 HEADER = "# Results\n\nSee the sections below; each table names the command that regenerates it.\n"
 
 
@@ -272,7 +274,7 @@ def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs:
 
 
 @flow(name="promptintern-retime", log_prints=True)
-def retime_flow(parts: tuple[str, ...] = ("nl2bash", "mbpp"), rows: int = 24, repeats: int = 3,
+def retime_flow(parts: tuple[str, ...] = TIMED_PARTS, rows: int = 24, repeats: int = 3,
                 artifact_root: str = "artifacts", doc: str | None = None) -> dict:
     """Measure again, side by side, the seconds per instance of every model the parts' records
     (docs/results/<part>.json) name, and rewrite the ``timing`` region of the document.
@@ -334,16 +336,24 @@ def _models_of(part: str, runs: dict[str, dict], root: Path) -> tuple[dict, dict
         run = runs[variant]
         if run.get("status") != "completed":
             continue
-        if not (root / run["run_dir"] / "results.json").exists():
+        eval_dirs = _eval_dirs(run, root)
+        if eval_dirs is None:
             missing.append(f"{part}/{variant}")
             continue
-        report = json.loads((root / run["run_dir"] / "results.json").read_text())
-        evals[f"{part}/{variant}"] = report["eval_dirs"]["promptintern"]
+        evals[f"{part}/{variant}"] = eval_dirs["promptintern"]
         forms[f"{part}/{variant}"] = run["prompt_form"]
-        if "base-full-prompt" in report["eval_dirs"]:
-            evals[f"{part}/base model"] = report["eval_dirs"]["base-full-prompt"]
+        if "base-full-prompt" in eval_dirs:
+            evals[f"{part}/base model"] = eval_dirs["base-full-prompt"]
             forms[f"{part}/base model"] = (run.get("base_full_prompt") or {}).get("prompt_form", "full prompt")
     return evals, forms, missing
+
+
+def _eval_dirs(run: dict, root: Path) -> dict[str, str] | None:
+    """A completed row's benchmark folders under ``root`` by label (``promptintern``, and
+    ``base-full-prompt`` where the run benchmarked the untuned model), from its run's report;
+    None when the run is not under ``root`` (the row was made in another artifact root)."""
+    report = root / run["run_dir"] / "results.json"
+    return json.loads(report.read_text())["eval_dirs"] if report.exists() else None
 
 
 def _timing_body(record: dict) -> str:
@@ -386,9 +396,7 @@ def _publish_missing_predictions(part: str, runs: dict[str, dict], root: Path, d
         dest = _predictions_path(doc_path, part, variant)
         if run.get("status") != "completed" or dest.exists():
             continue
-        eval_dir = run.get("eval_dir")
-        if eval_dir is None and (root / run["run_dir"] / "results.json").exists():
-            eval_dir = json.loads((root / run["run_dir"] / "results.json").read_text())["eval_dirs"]["promptintern"]
+        eval_dir = run.get("eval_dir") or (_eval_dirs(run, root) or {}).get("promptintern")
         if eval_dir and (root / eval_dir / "predictions.jsonl").exists():
             if sha256_file(root / eval_dir / "predictions.jsonl") != run["predictions_sha256"]:
                 raise ValueError(f"{root / eval_dir}: not the predictions the record of {part}/{variant} names")
@@ -409,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", nargs="+", choices=sorted(PARTS) + ["timing"],
-                        help="timing: re-measure seconds per instance of the parts already run, side by side")
+                        help="timing: re-measure seconds per instance side by side, of the parts named with it "
+                             "(alone: of nl2bash and mbpp)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field for every variant (recorded in the table's command)")
     parser.add_argument("--preset", default=PRESET, help="default cpu-repro (the one docs/results.md uses)")
@@ -433,8 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in parts:
         reproduce(part=name, preset=args.preset, overrides=overrides, artifact_root=args.artifact_root, doc=args.doc,
                   resume=args.resume)
-    if "timing" in args.part:
-        retime_flow(rows=args.rows, repeats=args.repeats, artifact_root=args.artifact_root, doc=args.doc)
+    if "timing" in args.part:  # alone: every part; beside parts: only those (`mbpp timing` times MBPP's models)
+        retime_flow(parts=tuple(parts or TIMED_PARTS), rows=args.rows, repeats=args.repeats,
+                    artifact_root=args.artifact_root, doc=args.doc)
     return 0
 
 

@@ -293,14 +293,14 @@ def retime(root: Path, evals: dict[str, str], rows: int = 24, repeats: int = 3) 
 def timing_markdown(timing: dict[str, dict], forms: dict[str, str], reference: str = FULL) -> str:
     """The re-measured seconds per instance as a table; ``forms``: name -> prompt at inference.
     Names are ``<part>/<variant>``; the speed-up is against ``<part>/<reference>``."""
-    header = ["part", "method", "prompt at inference", "input tokens / query", "output tokens / query",
+    header = ["method", "prompt at inference", "input tokens / query", "output tokens / query",
               "s / instance (median)", "all repeats", f"speed-up vs {reference}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, t in timing.items():
         part, variant = name.split("/", 1)
         ref = timing.get(f"{part}/{reference}")
         lines.append("| " + " | ".join([
-            part, variant, forms.get(name, ""), f"{t['input_tokens']:.1f}", f"{t['output_tokens']:.1f}",
+            variant, forms.get(name, ""), f"{t['input_tokens']:.1f}", f"{t['output_tokens']:.1f}",
             f"{t['seconds_per_instance']:.3f}", ", ".join(f"{s:.3f}" for s in t["all"]),
             f"{ref['seconds_per_instance'] / t['seconds_per_instance']:.2f}x" if ref else ""]) + " |")
     return "\n".join(lines)

@@ -172,7 +172,7 @@ def test_reproduce_writes_the_part_and_a_rerun_gives_the_same_numbers(prefect_ha
     # the query-only model reads far fewer tokens than the full-prompt one
     assert timing["ablations/promptintern"]["input_tokens"] < timing["ablations/direct-template-kshot"]["input_tokens"] / 5
     text = doc.read_text()
-    assert "<!-- BEGIN timing -->" in text and "| ablations | promptintern | query only |" in text
+    assert "<!-- BEGIN timing -->\n#### ablations\n" in text and "\n| promptintern | query only |" in text
     assert "hand-written discussion" in text and "<!-- BEGIN ablations -->" in text
     # in another sitting, without the models (a fresh artifact root), the part keeps its timing
     again = retime_flow(parts=("ablations",), rows=2, repeats=2, artifact_root=str(tmp_path / "empty"), doc=str(doc))
@@ -252,3 +252,18 @@ def test_a_stopped_part_keeps_the_variants_it_finished(prefect_harness, tiny_dat
     assert doc.read_text().split("<!-- BEGIN mini -->")[1] == table.split("<!-- BEGIN mini -->")[1]
     with pytest.raises(FileNotFoundError, match="no record of 'ablations'"):
         rep.main(["ablations", "--render-only", "--doc", str(doc)])
+
+
+@pytest.mark.parametrize("argv, ran, timed", [
+    (["timing"], [], ("nl2bash", "mbpp")),
+    (["mbpp", "timing", "--resume"], ["mbpp"], ("mbpp",)),
+    (["ablations"], ["ablations"], None),
+])
+def test_timing_re_times_the_parts_named_with_it_or_else_every_part(monkeypatch, argv, ran, timed):
+    import flows.reproduce as rep
+
+    calls = {"ran": [], "timed": None}
+    monkeypatch.setattr(rep, "reproduce", lambda part, **kw: calls["ran"].append(part))
+    monkeypatch.setattr(rep, "retime_flow", lambda parts, **kw: calls.__setitem__("timed", parts))
+    assert rep.main(argv) == 0
+    assert calls == {"ran": ran, "timed": timed}
