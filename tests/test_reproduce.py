@@ -258,6 +258,8 @@ def test_a_stopped_part_keeps_the_variants_it_finished(prefect_harness, tiny_dat
     (["timing"], [], ("nl2bash", "mbpp")),
     (["mbpp", "timing", "--resume"], ["mbpp"], ("mbpp",)),
     (["ablations"], ["ablations"], None),
+    (["nl2bash", "ablations", "mbpp", "timing"], ["nl2bash", "ablations", "mbpp"], ("nl2bash", "mbpp")),  # make reproduce
+    (["ablations", "timing"], ["ablations"], ("nl2bash", "mbpp")),  # no timing table of its own
 ])
 def test_timing_re_times_the_parts_named_with_it_or_else_every_part(monkeypatch, argv, ran, timed):
     import flows.reproduce as rep
