@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from promptintern.models import load_model, load_tokenizer, set_torch_threads
 
@@ -27,6 +28,24 @@ class Generations:
     @property
     def seconds_per_instance(self) -> float:
         return self.seconds / max(1, len(self.texts))
+
+
+class StopInCompletion(StoppingCriteria):
+    """Stop each row once its completion (the new tokens only) contains a stop string.
+
+    Hand-written because transformers' own ``stop_strings`` (``StopStringCriteria``) matches the end
+    of the whole sequence, prompt included: with MBPP's stop ``"\n```"`` after a prompt that ends in
+    a newline, the answer's opening fence completes the stop string across the boundary and every
+    completion is cut after its first token. Decoding the new tokens each step costs well under a
+    millisecond per batch at these lengths."""
+
+    def __init__(self, tokenizer, stop: Sequence[str], prompt_length: int):
+        self.tokenizer, self.stop, self.prompt_length = tokenizer, tuple(stop), prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], dtype=torch.bool,
+                            device=input_ids.device)
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -69,8 +88,8 @@ def generate(
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            stop_strings=list(stop) or None,
-            tokenizer=tokenizer if stop else None,
+            stopping_criteria=StoppingCriteriaList(
+                [StopInCompletion(tokenizer, stop, batch["input_ids"].shape[1])] if stop else []),
         )
         new = out[:, batch["input_ids"].shape[1] :]
         for row, i in enumerate(idx):
