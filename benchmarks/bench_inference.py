@@ -41,11 +41,10 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 import torch
-from transformers import StoppingCriteriaList
 
 from bench_train import cpu_flags, cpu_model, resolve_model
 from promptintern.datasets import get_task
-from promptintern.generate import StopInCompletion, cut_at_stop, generate
+from promptintern.generate import cut_at_stop, generate, stopping_criteria
 from promptintern.models import load_model, load_tokenizer, set_torch_threads
 from promptintern.prompts import render_prompt
 from promptintern.retrieve import retrieve_for
@@ -79,8 +78,7 @@ def hf_batch1(model, tokenizer, prompts: list[str], max_new_tokens: int, stop) -
         batch = tokenizer(p, add_special_tokens=False, return_tensors="pt")
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                             stopping_criteria=StoppingCriteriaList(
-                                 [StopInCompletion(tokenizer, stop, batch["input_ids"].shape[1])] if stop else []))
+                             stopping_criteria=stopping_criteria(tokenizer, stop, batch["input_ids"].shape[1]))
         texts.append(cut_at_stop(tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True), stop))
     return time.perf_counter() - t0, texts
 

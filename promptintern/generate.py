@@ -49,6 +49,12 @@ class StopInCompletion(StoppingCriteria):
                             device=input_ids.device)
 
 
+def stopping_criteria(tokenizer, stop: Sequence[str], prompt_length: int) -> StoppingCriteriaList:
+    """What ``model.generate`` takes to stop on ``stop`` (none when empty), for prompts padded to
+    ``prompt_length`` tokens."""
+    return StoppingCriteriaList([StopInCompletion(tokenizer, stop, prompt_length)] if stop else [])
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     cut = len(text)
     for s in stop:
@@ -89,8 +95,7 @@ def generate(
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            stopping_criteria=StoppingCriteriaList(
-                [StopInCompletion(tokenizer, stop, batch["input_ids"].shape[1])] if stop else []),
+            stopping_criteria=stopping_criteria(tokenizer, stop, batch["input_ids"].shape[1]),
         )
         new = out[:, batch["input_ids"].shape[1] :]
         for row, i in enumerate(idx):
