@@ -165,12 +165,16 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
     serving = serving_task.with_options(**opts)(root, merged, dataset, templates[inference.tau], inference.k,
                                                 cfg.eval.max_new_tokens, chat)
 
+    # One model's benchmark does not depend on whether the base model is benchmarked too: that
+    # switch is pinned so it stays out of the box's cache key (a variant that only turns it off,
+    # like bank-100 beside promptintern, reads the same benchmark).
+    scoring = cfg.eval.model_copy(update={"baseline_full_prompt": True})
     evals = {"promptintern": benchmark_task.with_options(**opts)(
         root, merged, dataset, templates[inference.tau], bank if inference.k else None, inference.k,
-        cfg.eval, "promptintern", chat)}
+        scoring, "promptintern", chat)}
     if cfg.eval.baseline_full_prompt:
         evals["base-full-prompt"] = benchmark_task.with_options(**opts)(
-            root, model, dataset, templates[1.0], bank, cfg.schedule.k0, cfg.eval, "base-full-prompt", chat)
+            root, model, dataset, templates[1.0], bank, cfg.schedule.k0, scoring, "base-full-prompt", chat)
     result = report_task(root, cfg, evals, stage_dirs, {t: r for t, r in templates.items() if r}, variant)
     return {**result, "serving_dir": str(Path(root) / serving)}
 

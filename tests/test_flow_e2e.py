@@ -92,6 +92,15 @@ def test_second_identical_run_hits_the_cache_for_every_task(first_run):
     assert [r["metric"] for r in result["rows"]] == [r["metric"] for r in first["rows"]]
 
 
+def test_turning_off_the_base_benchmark_reuses_the_tuned_models_benchmark(first_run):
+    cfg, root, first, _ = first_run
+    alone = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"baseline_full_prompt": False})})
+    result, states = _run(alone, root)
+    assert states["benchmark"] == ["Cached"]  # one benchmark, the tuned model's, from the cache
+    eval_dirs = [json.loads((Path(r["run_dir"]) / "results.json").read_text())["eval_dirs"] for r in (first, result)]
+    assert eval_dirs[1] == {"promptintern": eval_dirs[0]["promptintern"]}
+
+
 def test_a_late_parameter_recomputes_only_downstream(first_run):
     cfg, root, _, _ = first_run
     changed = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_new_tokens": 4})})
