@@ -135,14 +135,19 @@ def write_results_task(part_name: str, record: dict, doc: str, preset: str = PRE
     doc_path = Path(doc)
     out = doc_path.parent / "results"
     out.mkdir(parents=True, exist_ok=True)
-    plot = out / f"{part.name}_metric_vs_tokens.png"
-    title = f"{part.dataset} · {record['provenance']['model']} · preset {preset}"
-    plot_metric_vs_tokens(plot_points(part, record["runs"]), plot, title)
-    record = {**record, "plot": os.path.relpath(plot, doc_path.parent)}
+    record = {**record, "plot": _draw_plot(part, record, doc_path, preset)}
     (out / f"{part.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     write_document(doc_path, [(part, record)], HEADER)
     get_run_logger().info("%s: wrote %s and its region of %s", part.name, out / f"{part.name}.json", doc_path)
     return str(out / f"{part.name}.json")
+
+
+def _draw_plot(part: Part, record: dict, doc_path: Path, preset: str) -> str:
+    """Draw the part's metric-vs-tokens plot next to its record; its path relative to the document."""
+    plot = doc_path.parent / "results" / f"{part.name}_metric_vs_tokens.png"
+    title = f"{part.dataset} · {record['provenance']['model']} · preset {preset}"
+    plot_metric_vs_tokens(plot_points(part, record), plot, title)
+    return os.path.relpath(plot, doc_path.parent)
 
 
 @flow(name="promptintern-reproduce", log_prints=True)
@@ -358,7 +363,8 @@ def _eval_dirs(run: dict, root: Path) -> dict[str, str] | None:
 
 def _timing_body(record: dict) -> str:
     out = []
-    for part, entry in record["parts"].items():
+    order = list(TIMED_PARTS)  # the document's order, whichever part was re-timed last
+    for part, entry in sorted(record["parts"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         out += [f"#### {part}", "", timing_markdown(entry["timing"], entry["forms"]), "",
                 "How these numbers were made:", ""]
         out += [f"- {k}: {v}" for k, v in entry["provenance"].items()]
@@ -369,8 +375,9 @@ def _timing_body(record: dict) -> str:
 def render(names: list[str], doc: str | None = None, artifact_root: str | None = None) -> list[str]:
     """Rewrite the regions of ``names`` in the document from their stored records, running no model
     (after a change to the table code, or to merge records made in another checkout). The
-    significance tests are recomputed from the published predictions; a row's predictions that are
-    not published yet are taken from its benchmark under ``artifact_root`` when it is there."""
+    significance tests are recomputed from the published predictions and the plot is redrawn; a
+    row's predictions that are not published yet are taken from its benchmark under
+    ``artifact_root`` when it is there."""
     doc_path = Path(doc) if doc else DOC
     done = []
     for name in names:
@@ -385,6 +392,7 @@ def render(names: list[str], doc: str | None = None, artifact_root: str | None =
             if artifact_root:
                 _publish_missing_predictions(name, record["runs"], Path(in_repo(artifact_root)), doc_path)
             record["significance"] = significance(name, record["runs"], doc_path)
+            record["plot"] = _draw_plot(PARTS[name], record, doc_path, record["provenance"]["preset"].split()[0])
             path.write_text(json.dumps(record, indent=2) + "\n")
             write_document(doc_path, [(PARTS[name], record)], HEADER)
         done.append(name)

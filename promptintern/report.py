@@ -212,18 +212,22 @@ def _comparison_row(group: str, variant: str, row: dict, reference: dict | None,
 
 def plot_metric_vs_tokens(table: Sequence[dict], path: Path, title: str) -> Path:
     """Scatter of the task metric against input tokens per query (log x), one labelled point per
-    variant, as a PNG at ``path``. Rows without a measured value (skipped, failed) are left out."""
+    variant, as a PNG at ``path``; a row with a ``ci`` (half-width of its 95% interval) gets an
+    error bar. Rows without a measured value (skipped, failed) are left out."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     points = [r for r in table if isinstance(r.get("value"), (int, float)) and r.get("input tokens / query")]
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.5, 5), dpi=120)
     groups = sorted({r["group"] for r in points})
     for group in groups:
         mine = [r for r in points if r["group"] == group]
-        ax.scatter([r["input tokens / query"] for r in mine], [r["value"] for r in mine], label=group, s=36)
+        ax.errorbar([r["input tokens / query"] for r in mine], [r["value"] for r in mine],
+                    yerr=[r.get("ci") or 0.0 for r in mine], fmt="o", markersize=6, capsize=3, elinewidth=1,
+                    label=group)
     at: dict[tuple[float, float], list[str]] = {}  # variants on one point share one label
     for r in points:
         at.setdefault((r["input tokens / query"], r["value"]), []).append(r["variant"])
@@ -231,12 +235,17 @@ def plot_metric_vs_tokens(table: Sequence[dict], path: Path, title: str) -> Path
         ax.annotate("\n".join(names), (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
     metric = points[0]["metric"].split()[0] if points else "metric"
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 20, 50, 100, 200, ...
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # 100, not 10^2; no labels on the minor ticks
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("input tokens per query (log scale)")
     ax.set_ylabel(metric)
+    if any(r.get("ci") for r in points):
+        title += " · bars: 95% bootstrap interval"
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
-    if groups:
-        ax.legend(fontsize=8)
+    if groups:  # beside the axes: inside, it hides points and their bars
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -198,15 +198,21 @@ def replace_region(document: str, name: str, body: str) -> str:
     return document.rstrip() + "\n\n" + block + "\n"
 
 
-def plot_points(part: Part, runs: dict[str, dict]) -> list[dict]:
-    """Rows for ``report.plot_metric_vs_tokens``: one point per variant that produced a model."""
+def plot_points(part: Part, record: dict) -> list[dict]:
+    """Rows for ``report.plot_metric_vs_tokens``: one point per variant that produced a model, with
+    its 95% bootstrap interval where the record has one, and the untuned base model's point."""
     points = []
+    systems = (record.get("significance") or {}).get("systems", {})
     for variant in part.variants:
-        m = runs.get(variant, {}).get("tuned")
+        m = record["runs"].get(variant, {}).get("tuned")
         if m:
             points.append({"variant": variant, "value": m[m["metric"]], "metric": m["metric"],
                            "input tokens / query": m["input_tokens_per_query"],
-                           "group": _group_of(part, variant)})
+                           "group": _group_of(part, variant), "ci": systems.get(variant, {}).get("ci")})
+    base = record.get("base_full_prompt")
+    if base:
+        points.append({"variant": "base model", "value": base[base["metric"]], "metric": base["metric"],
+                       "input tokens / query": base["input_tokens_per_query"], "group": "untuned base model"})
     return points
 
 
@@ -218,13 +224,14 @@ def _group_of(part: Part, variant: str) -> str:
     return "reference"
 
 
-PREDICTION_FIELDS = ("id", "prediction", "reference", "exec_status")
+PREDICTION_FIELDS = ("id", "prediction", "reference", "exec_status", "exec_detail")
 
 
 def export_predictions(eval_dir: Path, dest: Path) -> Path:
     """A benchmark's scored rows, as published next to the tables: enough to rescore any number
     (``promptintern.significance``) without the model or the artifact root. Rows judged by running
-    them keep their verdict and leave out the reference (a whole program, not needed to rescore)."""
+    them keep their verdict and its one-line reason (``test 0: TypeError``, enough to count the
+    failures by kind) and leave out the reference (a whole program, not needed to rescore)."""
     rows = read_predictions(eval_dir / "predictions.jsonl")
     fields = [k for k in PREDICTION_FIELDS if not (k == "reference" and rows and "exec_status" in rows[0])]
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -111,6 +111,24 @@ def test_the_base_model_line_gives_every_metric_of_the_table():
     assert reference_markdown(None) == ""
 
 
+def test_the_plot_points_carry_each_rows_interval_and_the_untuned_base_model(tmp_path):
+    from promptintern.report import plot_metric_vs_tokens
+    from promptintern.results import plot_points
+
+    runs = {"promptintern": {"tuned": _metrics(17.39, 24.5, 0.67)},
+            "direct-no-template": {"tuned": _metrics(20.61, 24.5, 0.64)},
+            "direct-template-kshot": {"status": "failed"}}
+    record = {"runs": runs, "base_full_prompt": _metrics(14.11, 662.3, 2.81),
+              "significance": {"systems": {"promptintern": {"ci": 2.89}, "direct-no-template": {"ci": 3.12}}}}
+    points = {p["variant"]: p for p in plot_points(PARTS["nl2bash"], record)}
+    assert set(points) == {"promptintern", "direct-no-template", "base model"}  # no model, no point
+    assert (points["promptintern"]["ci"], points["direct-no-template"]["ci"]) == (2.89, 3.12)
+    assert points["base model"]["value"] == 14.11 and points["base model"]["group"] == "untuned base model"
+    assert "ci" not in points["base model"]  # its answers are not in the bootstrap: no bar
+    path = plot_metric_vs_tokens(list(points.values()), tmp_path / "plot.png", "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_replace_region_keeps_the_prose_around_the_markers():
     doc = "# R\n\nintro\n\n<!-- BEGIN a -->\nold\n<!-- END a -->\n\nwhy a differs\n"
     new = replace_region(doc, "a", "new table")

@@ -81,5 +81,5 @@ def test_published_answers_keep_what_rescoring_needs(tmp_path):
     rows = read_predictions(export_predictions(bash, tmp_path / "out" / "bash.jsonl"))
     assert rows == [{"id": "t-0", "prediction": "ls -la", "reference": "ls -a"}]
     rows = read_predictions(export_predictions(code, tmp_path / "out" / "code.jsonl"))
-    assert rows == [{"id": 11, "prediction": "def f(): pass", "exec_status": "failed"}]
+    assert rows == [{"id": 11, "prediction": "def f(): pass", "exec_status": "failed", "exec_detail": "AssertionError"}]
     assert list(row_scores("pass@1", rows)) == [0.0]
