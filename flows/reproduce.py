@@ -363,8 +363,10 @@ def _eval_dirs(run: dict, root: Path) -> dict[str, str] | None:
 
 def _timing_body(record: dict) -> str:
     out = []
-    order = list(TIMED_PARTS)  # the document's order, whichever part was re-timed last
-    for part, entry in sorted(record["parts"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
+    def place(part: str) -> int:  # the document's order, whichever part was re-timed last
+        return TIMED_PARTS.index(part) if part in TIMED_PARTS else len(TIMED_PARTS)
+
+    for part, entry in sorted(record["parts"].items(), key=lambda item: place(item[0])):
         out += [f"#### {part}", "", timing_markdown(entry["timing"], entry["forms"]), "",
                 "How these numbers were made:", ""]
         out += [f"- {k}: {v}" for k, v in entry["provenance"].items()]

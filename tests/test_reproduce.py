@@ -287,3 +287,16 @@ def test_timing_re_times_the_parts_named_with_it_or_else_every_part(monkeypatch,
     monkeypatch.setattr(rep, "retime_flow", lambda parts, **kw: calls.__setitem__("timed", parts))
     assert rep.main(argv) == 0
     assert calls == {"ran": ran, "timed": timed}
+
+
+def test_the_timing_sections_keep_the_documents_order_whichever_part_was_re_timed_last():
+    from flows.reproduce import _timing_body
+
+    def entry(part: str) -> dict:
+        timing = {f"{part}/promptintern": {"input_tokens": 24.5, "output_tokens": 17.8, "seconds_per_instance": 0.7,
+                                           "all": [0.7]}}
+        return {"timing": timing, "forms": {f"{part}/promptintern": "query only"}, "provenance": {"finished": part}}
+
+    body = _timing_body({"parts": {"mbpp": entry("mbpp"), "nl2bash": entry("nl2bash")}})  # mbpp re-timed last
+    assert body.index("#### nl2bash") < body.index("#### mbpp")
+    assert "- finished: mbpp" in body.split("#### mbpp")[1]  # each section keeps its own provenance
