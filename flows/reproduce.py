@@ -129,22 +129,23 @@ def _variant_record(result: dict, root: Path) -> dict:
 
 
 @task(name="write-results")
-def write_results_task(part_name: str, record: dict, doc: str, preset: str = PRESET) -> str:
+def write_results_task(part_name: str, record: dict, doc: str) -> str:
     """Store the part's record, draw its plot, rewrite its region of docs/results.md."""
     part = PARTS[part_name]
     doc_path = Path(doc)
     out = doc_path.parent / "results"
     out.mkdir(parents=True, exist_ok=True)
-    record = {**record, "plot": _draw_plot(part, record, doc_path, preset)}
+    record = {**record, "plot": _draw_plot(part, record, doc_path)}
     (out / f"{part.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     write_document(doc_path, [(part, record)], HEADER)
     get_run_logger().info("%s: wrote %s and its region of %s", part.name, out / f"{part.name}.json", doc_path)
     return str(out / f"{part.name}.json")
 
 
-def _draw_plot(part: Part, record: dict, doc_path: Path, preset: str) -> str:
+def _draw_plot(part: Part, record: dict, doc_path: Path) -> str:
     """Draw the part's metric-vs-tokens plot next to its record; its path relative to the document."""
     plot = doc_path.parent / "results" / f"{part.name}_metric_vs_tokens.png"
+    preset = record["provenance"]["preset"].split()[0]  # "<preset> (promptintern/config.py), ..."
     title = f"{part.dataset} · {record['provenance']['model']} · preset {preset}"
     plot_metric_vs_tokens(plot_points(part, record), plot, title)
     return os.path.relpath(plot, doc_path.parent)
@@ -205,11 +206,11 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
         })
         # after every variant: a stopped sweep keeps what it finished (``--resume`` goes on from it)
         record = _part_record(part, preset, overrides, runs, kept, started, load_start, doc_path)
-        path = write_results_task(part, record, str(doc_path), preset)
+        path = write_results_task(part, record, str(doc_path))
 
     _publish_missing_predictions(part, runs, root, doc_path)  # rows kept from a record made before they were published
     record = _part_record(part, preset, overrides, runs, kept, started, load_start, doc_path)
-    path = write_results_task(part, record, str(doc_path), preset)
+    path = write_results_task(part, record, str(doc_path))
     failed = [v for v, r in runs.items() if r["status"] not in ("completed", "skipped")]
     if failed:
         raise RuntimeError(f"reproduce {part}: {len(failed)} variant runs did not complete: {', '.join(failed)} "
@@ -394,7 +395,7 @@ def render(names: list[str], doc: str | None = None, artifact_root: str | None =
             if artifact_root:
                 _publish_missing_predictions(name, record["runs"], Path(in_repo(artifact_root)), doc_path)
             record["significance"] = significance(name, record["runs"], doc_path)
-            record["plot"] = _draw_plot(PARTS[name], record, doc_path, record["provenance"]["preset"].split()[0])
+            record["plot"] = _draw_plot(PARTS[name], record, doc_path)
             path.write_text(json.dumps(record, indent=2) + "\n")
             write_document(doc_path, [(PARTS[name], record)], HEADER)
         done.append(name)
