@@ -29,10 +29,13 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.logging import get_run_logger
 
 from promptintern.config import CompressionConfig, RunConfig, preset as load_preset
+from promptintern.curriculum import direct_train_settings, is_direct_no_template, plan_stages, single_stage_plan
 from promptintern.data import dataset_digest
 from promptintern.datasets import get_task
 from promptintern.models import model_fingerprint
+from promptintern.pipeline import train_rows
 from promptintern.report import summary_rows, write_run_report
+from promptintern.schedule import StageSpec
 from promptintern.variants import variant_config
 from tasks.steps import (
     benchmark_task,
@@ -93,14 +96,15 @@ def artifact_slug(text: str) -> str:
 
 @task(name="report")
 def report_task(root: str, cfg: RunConfig, eval_dirs: dict[str, str], stage_dirs: list[str],
-                template_dirs: dict[float, str | None], variant: str | None = None) -> dict:
+                template_dirs: dict[float, str | None], variant: str | None = None,
+                baseline_dirs: dict[str, str] | None = None) -> dict:
     """Collect the benchmark folders into one table (Markdown + CSV + JSON) under runs/, and
     publish it to the Prefect UI: a table artifact, the Markdown report, a link to the folder.
 
     Uncached on purpose: every run gets its own report folder, log lines and UI artifacts."""
-    result = write_run_report(Path(root), cfg, eval_dirs, stage_dirs, template_dirs)
+    result = write_run_report(Path(root), cfg, eval_dirs, stage_dirs, template_dirs, baseline_dirs)
     result["variant"] = variant
-    result["summary"] = summary_rows(result["metrics"], variant)
+    result["summary"] = summary_rows(result["metrics"], variant, result["significance"])
     name = artifact_slug(f"{variant or 'custom'}-{get_task(cfg.dataset).name}")
     create_table_artifact(result["summary"], key=f"results-{name}",
                           description=f"promptintern results, {variant or 'custom config'} on {get_task(cfg.dataset).name}")
@@ -154,28 +158,59 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
     bank = bank_future.result() if bank_future is not None else None
 
     chat = cfg.chat or get_task(cfg.dataset).chat  # the run's choice, else the task file's
-    shards = [shard_task.with_options(**opts).submit(root, dataset, templates[s.tau], bank if s.k else None, s, model, chat)
-              for s in stages]
+
+    def submit_shard(spec: StageSpec):
+        # mixed forms (schedule.replay): a stage before the last trains a share of its rows in the
+        # final form; without it the replay inputs stay None, out of the shard's cache key
+        replay = cfg.schedule.replay if spec.stage < len(stages) else 0.0
+        final = dict(final_spec=inference, final_template_dir=templates[inference.tau], seed=cfg.seed) if replay else {}
+        needs_bank = spec.k or (replay and inference.k)
+        return shard_task.with_options(**opts).submit(root, dataset, templates[spec.tau], bank if needs_bank else None,
+                                                      spec, model, chat, replay, **final)
+
+    shards = [submit_shard(s) for s in stages]
+    plans = plan_stages(len(stages), cfg.train, train_rows(Path(root) / dataset))
+    # a one-stage run reads none of the multi-stage settings: leave them out of its cache key, so
+    # the direct-no-template variant and every run's equal-steps baseline are one model
+    recipe = cfg.train if len(stages) > 1 else direct_train_settings(cfg.train)
     adapter = None
     stage_dirs = []
-    for spec, shard in zip(stages, shards):
-        adapter = train_stage_task.with_options(**opts)(root, model, shard.result(), adapter, cfg.lora, cfg.train, spec.stage)
+    for plan, shard in zip(plans, shards):
+        adapter = train_stage_task.with_options(**opts)(root, model, shard.result(), adapter, cfg.lora, recipe, plan)
         stage_dirs.append(adapter)
     merged = merge_task.with_options(**opts)(root, model, adapter)
     serving = serving_task.with_options(**opts)(root, merged, dataset, templates[inference.tau], inference.k,
                                                 cfg.eval.max_new_tokens, chat)
 
-    # One model's benchmark does not depend on whether the base model is benchmarked too: that
-    # switch is pinned so it stays out of the box's cache key (a variant that only turns it off,
+    # One model's benchmark does not depend on whether the baselines are benchmarked too: those
+    # switches are pinned so it stays out of the box's cache key (a variant that only turns it off,
     # like bank-100 beside promptintern, reads the same benchmark).
-    scoring = cfg.eval.model_copy(update={"baseline_full_prompt": True})
+    scoring = cfg.eval.model_copy(update={"baseline_full_prompt": True, "baseline_direct": True,
+                                          "baseline_query_only": True})
     evals = {"promptintern": benchmark_task.with_options(**opts)(
         root, merged, dataset, templates[inference.tau], bank if inference.k else None, inference.k,
         scoring, "promptintern", chat)}
+    baseline_dirs: dict[str, str] = {}
+    if cfg.eval.baseline_direct and not is_direct_no_template(cfg):
+        # The honest comparison: plain fine-tuning on the query alone, as many optimizer steps as
+        # the curriculum took, the same recipe otherwise.
+        spec = StageSpec(stage=1, tau=0.0, k=0)
+        direct_shard = shard_task.with_options(**opts)(root, dataset, None, None, spec, model, chat)
+        direct_adapter = train_stage_task.with_options(**opts)(
+            root, model, direct_shard, None, cfg.lora, direct_train_settings(cfg.train),
+            single_stage_plan(sum(p.steps for p in plans)))
+        direct_merged = merge_task.with_options(**opts)(root, model, direct_adapter)
+        baseline_dirs["direct-no-template"] = direct_adapter
+        evals["direct-no-template"] = benchmark_task.with_options(**opts)(
+            root, direct_merged, dataset, None, None, 0, scoring, "direct-no-template", chat)
     if cfg.eval.baseline_full_prompt:
         evals["base-full-prompt"] = benchmark_task.with_options(**opts)(
             root, model, dataset, templates[1.0], bank, cfg.schedule.k0, scoring, "base-full-prompt", chat)
-    result = report_task(root, cfg, evals, stage_dirs, {t: r for t, r in templates.items() if r}, variant)
+    if cfg.eval.baseline_query_only:
+        evals["base-query-only"] = benchmark_task.with_options(**opts)(
+            root, model, dataset, None, None, 0, scoring, "base-query-only", chat)
+    result = report_task(root, cfg, evals, stage_dirs, {t: r for t, r in templates.items() if r}, variant,
+                         baseline_dirs)
     return {**result, "serving_dir": str(Path(root) / serving)}
 
 

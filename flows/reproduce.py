@@ -115,6 +115,8 @@ def _variant_record(result: dict, root: Path) -> dict:
         "status": "completed",
         "tuned": tuned,
         "base_full_prompt": by_label.get("base-full-prompt"),
+        "base_query_only": by_label.get("base-query-only"),
+        "recipe": report["provenance"].get("recipe"),
         "prompt_form": tuned.get("prompt_form", ""),
         "steps": sum(s["optimizer_steps"] for s in report["stages"]),
         "stages": [{k: s[k] for k in ("stage", "rows", "optimizer_steps", "first_loss", "final_loss",
@@ -168,8 +170,12 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
     runs: dict[str, dict] = {}
     configs: dict[str, tuple[dict, RunConfig]] = {}
     for variant in spec.variants:  # what cannot run is known (and shown) before anything runs
-        mine = _merge({"dataset": spec.dataset, "eval": {"baseline_full_prompt": variant == "promptintern"}},
-                      overrides or {})
+        # the part's own rows are the baselines: a run's equal-steps direct baseline is the part's
+        # direct-no-template row, and only PromptIntern's run benchmarks the untuned model
+        first = variant == "promptintern"
+        mine = _merge(_merge({"dataset": spec.dataset, "eval": {
+            "baseline_full_prompt": first, "baseline_direct": False, "baseline_query_only": first}}, spec.settings),
+            overrides or {})
         try:
             configs[variant] = mine, resolve_config(preset, mine, None, variant)
             runs[variant] = {"status": "pending"}
@@ -235,8 +241,10 @@ def significance(part: str, runs: dict[str, dict], doc_path: Path, baseline: str
 def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs: dict[str, dict],
                  kept: list[str], started: float, load_start: float, doc_path: Path) -> dict:
     """The part's record: every variant's row so far, the reference row, how the numbers were made."""
-    cfg = resolve_config(preset, _merge({"dataset": PARTS[part].dataset}, overrides or {}), None, "promptintern")
+    cfg = resolve_config(preset, _merge(_merge({"dataset": PARTS[part].dataset}, PARTS[part].settings), overrides or {}),
+                         None, "promptintern")
     base = next((r["base_full_prompt"] for r in runs.values() if r.get("base_full_prompt")), None)
+    base_query = next((r["base_query_only"] for r in runs.values() if r.get("base_query_only")), None)
     sets = " ".join(f"--set {k}" for k in _flatten(overrides or {}))
     tuned = next((r["tuned"] for r in runs.values() if r.get("tuned")), {})
     done = [r for r in runs.values() if r.get("status") == "completed"]
@@ -257,7 +265,7 @@ def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs:
                          f"{cfg.train.epochs_per_stage:g} passes over the rows per stage")),
         "decoding": f"greedy, max_new_tokens {cfg.eval.max_new_tokens}, batch {cfg.eval.batch_size}",
         "scoring": tuned.get("sacrebleu_signature")
-        and f"sacrebleu {tuned['sacrebleu_signature']}; EM exact string match; NLC2CMD as in the NeurIPS 2020 challenge"
+        and f"sacrebleu {tuned['sacrebleu_signature']}; EM: exact match after collapsing runs of whitespace; NLC2CMD as in the NeurIPS 2020 challenge"
         or ("pass@1 in the sandbox" if tuned.get("metric") == "pass@1" else tuned.get("metric", "n/a")),
         "input tokens": "the model's own tokenizer, the prompt exactly as fed to the model",
         "s / instance": ("batched generation wall time / rows, measured in the run (one run at a time; each "
@@ -275,8 +283,8 @@ def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs:
     pending = [v for v, r in runs.items() if r.get("status") == "pending"]
     if pending:
         provenance["pending"] = f"{len(pending)} variants not run yet: {', '.join(pending)}"
-    return {"part": part, "runs": runs, "base_full_prompt": base, "provenance": provenance,
-            "significance": significance(part, runs, doc_path)}
+    return {"part": part, "runs": runs, "base_full_prompt": base, "base_query_only": base_query, "provenance": provenance,
+            "significance": significance(part, runs, doc_path, PARTS[part].baseline)}
 
 
 @flow(name="promptintern-retime", log_prints=True)

@@ -153,11 +153,28 @@ class TrainSettings(_Strict):
     max_seq_len: int = Field(1024, ge=16, description="longer rows lose prompt tokens from the left")
     checkpoint_every: int = Field(50, ge=1, description="optimizer steps between checkpoints")
     reset_optimizer_each_stage: bool = Field(
-        True, description="fresh optimizer + LR schedule per stage (the adapter always carries on)")
+        True, description="True: every stage starts a fresh AdamW and its own warm-up/decay; False: one AdamW "
+                          "state and one LR schedule run across all stages (the adapter always carries on)")
+    stage_weights: tuple[float, ...] | None = Field(
+        None, description="split the run's step budget (epochs_per_stage x num_stages passes) across the stages "
+                          "by weight, one per stage: [1, 1, 2] gives the final form half the steps; None: "
+                          "epochs_per_stage each")
+    lr_schedule: Literal["linear", "wsd", "constant"] = Field(
+        "linear", description="after warm-up: linear decay to the end, wsd (stable, then a linear decay over the "
+                              "last decay_ratio of the steps), or constant (promptintern.curriculum)")
+    decay_ratio: float = Field(0.25, gt=0.0, le=1.0, description="lr_schedule=wsd: share of the steps in the "
+                                                                 "final decay")
     share_prompt_prefix: bool = Field(
         True, description="run the token prefix a batch's rows share (the template) once per batch; "
                           "same loss and gradients, ~2x faster on stage-1 prompts (benchmarks/bench_train.py)")
     seed: int = 0
+
+    @field_validator("stage_weights")
+    @classmethod
+    def _weights_positive(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and (not value or any(w <= 0 for w in value)):
+            raise ValueError(f"train.stage_weights={list(value)}: give one positive weight per stage, e.g. [1, 1, 2]")
+        return value
 
 
 class EvalSettings(_Strict):
@@ -167,6 +184,11 @@ class EvalSettings(_Strict):
     max_new_tokens: int = Field(64, ge=1)
     baseline_full_prompt: bool = Field(
         True, description="also run the base model with the full template + k0-shot prompt")
+    baseline_direct: bool = Field(
+        True, description="also fine-tune on the query alone (direct-no-template) for as many optimizer steps as "
+                          "the run takes, and benchmark it beside the run's model: the honest comparison")
+    baseline_query_only: bool = Field(
+        True, description="also run the untuned base model on the query alone")
     sandbox: Literal["auto", "bwrap", "namespaces", "rlimits"] = Field(
         "auto", description="isolation for executed code (MBPP); see promptintern.sandbox")
     sandbox_workers: int = Field(2, ge=1, description="programs run in parallel")
@@ -210,6 +232,14 @@ class RunConfig(_Strict):
         if not numbers:
             return data
         return {**data, "train": {**train, "epochs_per_stage": total / stages}}
+
+    @model_validator(mode="after")
+    def _one_weight_per_stage(self) -> RunConfig:
+        weights = self.train.stage_weights
+        if weights is not None and len(weights) != self.schedule.num_stages:
+            raise ValueError(f"train.stage_weights={list(weights)} has {len(weights)} weights for "
+                             f"schedule.num_stages={self.schedule.num_stages}: give one weight per stage")
+        return self
 
     @field_validator("model")
     @classmethod

@@ -79,6 +79,11 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
     return info
 
 
+def train_rows(dataset_dir: Path) -> int:
+    """How many training rows the frozen dataset holds (what the step plan is counted on)."""
+    return int(json.loads((dataset_dir / "info.json").read_text())["train_rows"])
+
+
 def read_shot_pool(dataset_dir: Path) -> list[Example]:
     """Where shots come from: the task's fixed pool when it has one, else the training rows."""
     pool = dataset_dir / "pool.jsonl"
@@ -218,15 +223,18 @@ def check_template_fits(template_text: str, tokenizer, model_dir: Path, what: st
 
 
 def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, spec: StageSpec,
-          model_dir: Path, out: Path, chat: str = "off") -> dict:
+          model_dir: Path, out: Path, chat: str = "off", replay: float = 0.0, final_spec: StageSpec | None = None,
+          final_template_dir: Path | None = None, seed: int = 0) -> dict:
     """One stage's shard (``shard.parquet``) plus the same rows as OpenAI chat fine-tuning JSONL
     (``openai_chat.jsonl``: system = template, user = shots + query), the paper's path to
     closed models; the JSONL is validated against the documented format before it is kept.
-    ``chat`` (auto | on | off): prompts through the model's chat template (auto: when it has one)."""
+    ``chat`` (auto | on | off): prompts through the model's chat template (auto: when it has one).
+    ``replay`` > 0: that share of the rows (drawn from ``seed`` and the stage) is rendered in
+    ``final_spec``'s form with ``final_template_dir``'s template (``promptintern.shards.Replay``)."""
     from promptintern.export import pairs_to_openai_jsonl, validate_openai_chat_jsonl
     from promptintern.models import load_tokenizer
     from promptintern.prompts import use_chat
-    from promptintern.shards import render_rows, write_shard
+    from promptintern.shards import Replay, render_rows, replay_rows, write_shard
 
     task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
     train = read_examples(dataset_dir / "train.jsonl")
@@ -236,12 +244,16 @@ def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, s
     check_template_fits(template_text, tokenizer, model_dir, f"stage {spec.stage} (tau={spec.tau})")
     as_chat = use_chat(chat, tokenizer, f"stage {spec.stage} of {task.name}")
     pool, neighbors = read_shot_pool(dataset_dir), load_neighbors(bank_dir, "train")
+    replayed = None
+    if replay > 0 and final_spec is not None and final_spec.stage != spec.stage:
+        replayed = Replay(replay_rows(len(train), replay, spec.stage, seed), final_spec,
+                          read_template_text(final_template_dir))
     with resource_errors(f"writing the stage {spec.stage} shard", out):
         stats = write_shard(
             out / "shard.parquet", train, pool, neighbors, spec, template_text, task.format, tokenizer,
             extra_metadata={"template_rate_achieved": template_stats.get("rate_achieved", 0.0 if spec.tau == 0 else 1.0),
                             "tokenizer": model_dir.name},
-            chat=as_chat,
+            chat=as_chat, replay=replayed,
         )
         # the paper's closed-model path takes messages, made here from the plain-text rendering
         plain = [p for p, _ in render_rows(train, pool, neighbors, spec.k, template_text, task.format)]
@@ -279,7 +291,9 @@ def check_rows_fit_context(model_dir: Path, shard_dir: Path, cfg: TrainSettings)
 
 
 def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora: LoraSettings,
-          cfg: TrainSettings, stage: int, out: Path, on_step=None) -> dict:
+          cfg: TrainSettings, stage: int, out: Path, on_step=None, plan=None) -> dict:
+    """One stage of LoRA training; ``plan`` (a ``promptintern.curriculum.StagePlan``) sets its steps,
+    its place in the learning-rate schedule and whether the optimizer state carries on."""
     from dataclasses import asdict
 
     from promptintern.train import train_stage
@@ -291,7 +305,7 @@ def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora:
                                      "effective batch) or train.max_seq_len"):
         report = train_stage(model_dir, shard_dir / "shard.parquet", out, lora, cfg, stage,
                              init_adapter=(init_adapter_dir / "adapter") if init_adapter_dir else None,
-                             on_step=on_step)
+                             on_step=on_step, plan=plan)
     return {**asdict(report), "tokens_per_second": report.tokens_per_second}
 
 
@@ -368,6 +382,7 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     and ``metrics.json`` (scores, input tokens per query, seconds per instance, provenance).
     """
     from promptintern.cost import cost_report, count_openai_tokens
+    from promptintern.evaluate.common import is_looping
     from promptintern.generate import generate
 
     info = json.loads((dataset_dir / "info.json").read_text())
@@ -378,13 +393,15 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
         gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,
                         batch_size=cfg.batch_size, stop=task.stop)
     answers = [task.postprocess(t) for t in gens.texts]
+    # a completion that ran to the token limit repeating itself: greedy decoding caught in a loop
+    looping = [n >= cfg.max_new_tokens and is_looping(t) for t, n in zip(gens.texts, gens.output_tokens)]
     scores = task.score(answers, test, {
         "mode": cfg.sandbox, "workers": cfg.sandbox_workers, "timeout_s": cfg.sandbox_timeout_s})
     verdicts = scores.pop("per_task", None) or [{} for _ in test]
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as fh:
-        for row, raw, ans, n_in, verdict in zip(test, gens.texts, answers, gens.input_tokens, verdicts):
+        for row, raw, ans, n_in, loops, verdict in zip(test, gens.texts, answers, gens.input_tokens, looping, verdicts):
             fh.write(json.dumps({"id": row.id, "input_tokens": n_in, "completion": raw, "prediction": ans,
-                                 "reference": row.target, **{f"exec_{k}": v for k, v in verdict.items()
+                                 "reference": row.target, "looping": loops, **{f"exec_{k}": v for k, v in verdict.items()
                                                              if k != "id"}}) + "\n")
     in_tokens = float(np.mean(gens.input_tokens))
     out_tokens = float(np.mean(gens.output_tokens))
@@ -404,6 +421,9 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
         "template_chars": len(template_text),
         "input_tokens_per_query": in_tokens,
         "output_tokens_per_query": out_tokens,
+        "looping_rate": 100.0 * float(np.mean(looping)) if looping else 0.0,
+        "token_limit_rate": 100.0 * float(np.mean([n >= cfg.max_new_tokens for n in gens.output_tokens]))
+        if gens.output_tokens else 0.0,
         "openai_input_tokens_per_query": float(np.mean(openai_in)) if openai_in else None,
         "seconds_per_instance": gens.seconds_per_instance,
         "instances_per_second": cost.instances_per_second,

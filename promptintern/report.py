@@ -15,31 +15,51 @@ from typing import Sequence
 
 from promptintern.cost import cost_saved
 
-COLUMNS = ("method", "prompt form", "metric", "exact match", "NLC2CMD", "input tokens / query",
-           "vs full prompt", "s / instance", "USD / 1K queries", "cost saved")
+COLUMNS = ("method", "prompt form", "train steps", "metric", "± 95% CI", "p vs promptintern", "exact match",
+           "NLC2CMD", "BLEU BP", "looping", "output tokens", "input tokens / query", "vs full prompt",
+           "s / instance", "USD / 1K queries", "cost saved")
+
+# What each benchmark of a run is, in the order a table lists them.
+METHODS = {
+    "promptintern": "the run's model (the curriculum), with the last stage's prompt form",
+    "direct-no-template": "fine-tuned on the query alone for as many optimizer steps as the run",
+    "base-full-prompt": "the untuned base model with the full template + k0 shots",
+    "base-query-only": "the untuned base model with the query alone",
+}
+NOISE_P = 0.05  # a difference with a paired-bootstrap p-value under this is called beyond the test noise
 
 
 def rows_from_metrics(metrics: Sequence[dict], full_prompt_label: str | None = None,
-                      price_model: str = "gpt-4") -> list[dict]:
+                      price_model: str = "gpt-4", significance: dict | None = None) -> list[dict]:
     """One table row per benchmark; ratios and savings are against ``full_prompt_label``.
 
     The cost column prices each method's prompts at ``price_model``'s list price (see
     ``promptintern/prices.json``); "cost saved" is the paper's 100 * (1 - ours / full).
+    ``significance`` (``promptintern.significance.paired_bootstrap``) gives each row its 95%
+    interval and its p-value against the baseline system.
     """
     by_label = {m["label"]: m for m in metrics}
     full = by_label.get(full_prompt_label) if full_prompt_label else None
+    systems = (significance or {}).get("systems", {})
     rows = []
     for m in metrics:
         main = m.get(m["metric"], float("nan"))
         ratio = (m["input_tokens_per_query"] / full["input_tokens_per_query"]) if full else float("nan")
         cost = m.get("cost", {}).get("cost_per_1k_queries", {}).get(price_model)
         full_cost = full.get("cost", {}).get("cost_per_1k_queries", {}).get(price_model) if full else None
+        sig = systems.get(m["label"], {})
         rows.append({
             "method": m["label"],
             "prompt form": m.get("prompt_form", ""),
+            "train steps": str(m["train_steps"]) if m.get("train_steps") is not None else "untuned",
             "metric": f"{m['metric']} {main:.2f}",
+            "± 95% CI": f"± {sig['ci']:.2f}" if sig else "",
+            "p vs promptintern": f"{sig['p_value']:.3f}" if sig.get("p_value") is not None else "",
             "exact match": f"{m.get('exact_match', float('nan')):.2f}",
             "NLC2CMD": f"{m['nlc2cmd']:.3f}" if "nlc2cmd" in m else "",
+            "BLEU BP": f"{m['brevity_penalty']:.3f}" if "brevity_penalty" in m else "",
+            "looping": f"{m['looping_rate']:.1f}%" if "looping_rate" in m else "",
+            "output tokens": f"{m['output_tokens_per_query']:.1f}" if "output_tokens_per_query" in m else "",
             "input tokens / query": f"{m['input_tokens_per_query']:.1f}",
             "vs full prompt": f"{ratio:.3f}x" if full else "",
             "s / instance": f"{m['seconds_per_instance']:.3f}",
@@ -75,24 +95,72 @@ def prompt_form(tau: float, k: int) -> str:
     return f"{template} + {k}-shot" if k else template
 
 
+def run_significance(root: Path, eval_dirs: dict[str, str], metric: str, baseline: str = "promptintern") -> dict | None:
+    """Paired bootstrap of the run's benchmarks against ``baseline`` on their predictions (None
+    when there is nothing to compare, or the metric is not one the bootstrap can resample)."""
+    from promptintern.significance import paired_bootstrap
+
+    if baseline not in eval_dirs or len(eval_dirs) < 2 or metric not in ("bleu", "pass@1", "exact_match"):
+        return None
+    systems = {}
+    for label, rel in eval_dirs.items():
+        lines = (root / rel / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+        systems[label] = [json.loads(line) for line in lines if line.strip()]
+    return paired_bootstrap(metric, systems, baseline)
+
+
+def verdict(metrics: Sequence[dict], sig: dict | None, ours: str = "promptintern",
+            other: str = "direct-no-template") -> str:
+    """One sentence: which of the run's model and the equal-steps direct baseline is ahead, and
+    whether the gap is beyond the test noise. Empty when the run has no such baseline."""
+    by_label = {m["label"]: m for m in metrics}
+    if ours not in by_label or other not in by_label:
+        return ""
+    a, b = by_label[ours], by_label[other]
+    name = a["metric"]
+    gap = float(a[name]) - float(b[name])
+    steps = f"{b['train_steps']} optimizer steps, as many as PromptIntern" if b.get("train_steps") else "equal steps"
+    shown = {"bleu": "BLEU", "pass@1": "Pass@1", "exact_match": "exact match"}.get(name, name)
+    head = f"PromptIntern {a[name]:.2f} vs fine-tuning on the query alone ({steps}) {b[name]:.2f} {shown}"
+    p = ((sig or {}).get("systems", {}).get(other) or {}).get("p_value")
+    if gap == 0:
+        return f"{head}: a tie."
+    leader = "PromptIntern" if gap > 0 else "fine-tuning on the query alone"
+    if p is None:
+        return f"{head}: {leader} is ahead by {abs(gap):.2f}; no significance test for this metric."
+    rows = sig["rows"]
+    noise = (f"beyond the test noise (paired bootstrap p = {p:.3f} over {rows} test rows)" if p < NOISE_P else
+             f"within the test noise (paired bootstrap p = {p:.3f} over {rows} test rows): this run does not "
+             f"tell them apart")
+    return f"{head}: {leader} is ahead by {abs(gap):.2f}, {noise}."
+
+
 def write_run_report(root: Path, cfg, eval_dirs: dict[str, str], stage_dirs: Sequence[str],
-                     template_dirs: dict[float, str | None]) -> dict:
+                     template_dirs: dict[float, str | None], baseline_dirs: dict[str, str] | None = None) -> dict:
     """One run's results table and provenance, written to ``<root>/runs/<time>-<config hash>/``.
 
-    ``eval_dirs`` maps a method label ("promptintern", "base-full-prompt") to its benchmark folder;
-    every path is relative to ``root``. Returns the rows, the metrics and the Markdown.
+    ``eval_dirs`` maps a method label (``METHODS``) to its benchmark folder; ``stage_dirs`` are the
+    run's training stages, ``baseline_dirs`` the training folders of fine-tuned baselines by label;
+    every path is relative to ``root``. Returns the rows, the metrics, the Markdown and the verdict.
     """
     from promptintern.artifacts import stable_hash
 
-    template_rate = {"promptintern": cfg.schedule.inference_stage().tau, "base-full-prompt": 1.0}
+    template_rate = {"promptintern": cfg.schedule.inference_stage().tau, "base-full-prompt": 1.0,
+                     "direct-no-template": 0.0, "base-query-only": 0.0}
+    stages = [json.loads((root / rel / "stats.json").read_text()) for rel in stage_dirs]
+    trained = {"promptintern": [s["optimizer_steps"] for s in stages]}
+    for label, rel in (baseline_dirs or {}).items():
+        trained[label] = [json.loads((root / rel / "stats.json").read_text())["optimizer_steps"]]
     metrics = []
     for label, rel in eval_dirs.items():
         m = json.loads((root / rel / "metrics.json").read_text())
         m["prompt_form"] = prompt_form(template_rate[label], m["k"])
+        m["train_steps"] = sum(trained[label]) if label in trained else None
         metrics.append(m)
     full = "base-full-prompt" if "base-full-prompt" in eval_dirs else None
-    rows = rows_from_metrics(metrics, full_prompt_label=full, price_model=cfg.eval.price_model)
-    stages = [json.loads((root / rel / "stats.json").read_text()) for rel in stage_dirs]
+    sig = run_significance(root, eval_dirs, metrics[0]["metric"])
+    rows = rows_from_metrics(metrics, full_prompt_label=full, price_model=cfg.eval.price_model, significance=sig)
+    sentence = verdict(metrics, sig)
     templates = {tau: json.loads((root / rel / "stats.json").read_text())
                  for tau, rel in template_dirs.items() if rel}
     first = metrics[0]
@@ -109,21 +177,33 @@ def write_run_report(root: Path, cfg, eval_dirs: dict[str, str], stage_dirs: Seq
                            f"{m['sandbox']['timeout_s']} s per program" for m in metrics if "sandbox" in m), "n/a"),
         "cost": f"{cfg.eval.price_model} list prices of {first['cost']['prices_date']}, tokens counted "
                 f"with {first['cost']['tokenizer']}",
+        "recipe": (f"lr {cfg.train.lr:g}, {cfg.train.lr_schedule} schedule, warm-up {cfg.train.warmup_ratio:g}, "
+                   + ("a fresh optimizer and schedule per stage" if cfg.train.reset_optimizer_each_stage
+                      else "one optimizer and schedule across stages")
+                   + (f", steps split {list(cfg.train.stage_weights)}" if cfg.train.stage_weights else "")
+                   + f", batch {cfg.train.batch_size} x {cfg.train.grad_accum}, train seed {cfg.train.seed}"),
         "training": "; ".join(f"stage {s['stage']}: {s['optimizer_steps']} steps, loss {s['first_loss']:.3f}"
                               f" -> {s['final_loss']:.3f}, {s['tokens_per_second']:.0f} tok/s" for s in stages),
+        "methods": "; ".join(f"{label}: {METHODS[label]}" for label in eval_dirs),
+        "significance": (f"{sig['method']}, {sig['n_samples']} resamples, seed {sig['seed']}, 95% intervals, "
+                         f"p-values against promptintern" if sig else "n/a"),
         "template rates achieved": ", ".join(f"tau {t:g}: {v['rate_achieved']:.3f} ({v['tokens_after']} tokens)"
                                              for t, v in templates.items()),
     }
     run_dir = root / "runs" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{stable_hash(cfg, 8)}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    md = f"{markdown_table(rows)}\n\nHow these numbers were made:\n{provenance_lines(provenance)}\n"
+    md = markdown_table(rows) + (f"\n\n{sentence}" if sentence else "")
+    md += f"\n\nHow these numbers were made:\n{provenance_lines(provenance)}\n"
     (run_dir / "results.md").write_text(md)
     (run_dir / "results.csv").write_text(csv_table(rows))
     (run_dir / "results.json").write_text(json.dumps({"rows": rows, "metrics": metrics, "provenance": provenance,
                                                       "stages": stages, "eval_dirs": dict(eval_dirs),
-                                                      "stage_dirs": list(stage_dirs)}, indent=2))
+                                                      "stage_dirs": list(stage_dirs),
+                                                      "baseline_dirs": dict(baseline_dirs or {}),
+                                                      "significance": sig, "verdict": sentence}, indent=2))
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
-    return {"run_dir": str(run_dir), "rows": rows, "markdown": md, "metrics": metrics}
+    return {"run_dir": str(run_dir), "rows": rows, "markdown": md, "metrics": metrics, "significance": sig,
+            "verdict": sentence}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,14 +211,19 @@ def write_run_report(root: Path, cfg, eval_dirs: dict[str, str], stage_dirs: Seq
 # ---------------------------------------------------------------------------------------------
 
 
-def summary_rows(metrics: Sequence[dict], variant: str | None = None) -> list[dict]:
+def summary_rows(metrics: Sequence[dict], variant: str | None = None, significance: dict | None = None) -> list[dict]:
     """One numeric row per benchmark: what a UI table shows and what a sweep compares."""
+    systems = (significance or {}).get("systems", {})
     return [{
         "variant": variant or "",
         "method": m["label"],
         "prompt form": m.get("prompt_form", ""),
+        "train steps": m.get("train_steps"),
         "metric": m["metric"],
         "value": round(float(m[m["metric"]]), 4),
+        "ci": round(systems[m["label"]]["ci"], 4) if m["label"] in systems else None,
+        "p vs promptintern": systems.get(m["label"], {}).get("p_value"),
+        "looping %": round(float(m["looping_rate"]), 2) if "looping_rate" in m else None,
         "exact match": round(float(m.get("exact_match", float("nan"))), 4),
         "input tokens / query": round(float(m["input_tokens_per_query"]), 2),
         "s / instance": round(float(m["seconds_per_instance"]), 4),
@@ -157,7 +242,11 @@ def scoring(m: dict) -> str:
 
 
 def variant_group(name: str) -> str:
-    """The paper's table a variant belongs to."""
+    """The paper's table a variant belongs to (or the curricula beyond the paper)."""
+    from promptintern.variants import CURRICULA
+
+    if name in CURRICULA:
+        return "curriculum"
     if name.startswith("promptintern"):
         return "PromptIntern"
     if name.startswith(("no-", "schedule-", "bank-")):
@@ -167,8 +256,19 @@ def variant_group(name: str) -> str:
     return "prompt compression"
 
 
-SWEEP_COLUMNS = ("group", "variant", "prompt form", "metric", "input tokens / query",
-                 "fewer tokens than full prompt", "s / instance", "speed-up vs full prompt", "status")
+SWEEP_COLUMNS = ("group", "variant", "prompt form", "metric", "vs direct-no-template (equal steps)",
+                 "input tokens / query", "fewer tokens than full prompt", "s / instance", "speed-up vs full prompt",
+                 "status")
+
+
+def versus_direct(rows: Sequence[dict]) -> str:
+    """A run's model against its equal-steps direct-no-template baseline: difference and p-value."""
+    tuned = next((r for r in rows if r["method"] == "promptintern"), None)
+    direct = next((r for r in rows if r["method"] == "direct-no-template"), None)
+    if tuned is None or direct is None:
+        return ""
+    p = direct.get("p vs promptintern")
+    return f"{tuned['value'] - direct['value']:+.2f}" + (f" (p {p:.3f})" if p is not None else "")
 
 
 def comparison_rows(runs: Sequence[dict]) -> list[dict]:
@@ -190,7 +290,8 @@ def comparison_rows(runs: Sequence[dict]) -> list[dict]:
             table.append({"group": variant_group(run["variant"]), "variant": run["variant"],
                           "status": f"{run['status']}: {run.get('reason', '')}".strip(": ")})
         else:
-            table.append(_comparison_row(variant_group(run["variant"]), run["variant"], tuned, reference, run["status"]))
+            row = _comparison_row(variant_group(run["variant"]), run["variant"], tuned, reference, run["status"])
+            table.append({**row, "vs direct-no-template (equal steps)": versus_direct(run["rows"])})
     return table
 
 

@@ -39,6 +39,8 @@ class Part:
     dataset: str
     tables: tuple[Table, ...]
     extra: tuple[str, ...] = field(default=())  # variants run only for the ratios (FULL / NONE)
+    settings: dict = field(default_factory=dict)  # overrides every variant of the part runs with
+    baseline: str = "promptintern"  # the row the paired bootstrap tests every other row against
 
     @property
     def variants(self) -> list[str]:
@@ -75,10 +77,25 @@ PARTS: dict[str, Part] = {
         Table("MBPP: Pass@1 in the sandbox (paper Table 1 layout, three methods)", (
             ("Direct fine-tuning", (FULL, NONE)), OURS)),
     )),
+    # The curricula of promptintern.variants, chosen on the dev split (first 300 of 609 rows):
+    # every row trains as many optimizer steps as PromptIntern, and is tested against fine-tuning
+    # on the query alone at those steps.
+    "curricula-dev": Part("curricula-dev", "nl2bash", (
+        Table("NL2Bash dev split: curricula at equal optimizer steps", (
+            ("Direct fine-tuning", (NONE, FULL)),
+            ("PromptIntern (paper)", ("promptintern",)),
+            ("Curricula", ("null-curriculum", "promptintern-one-optimizer", "promptintern-wsd",
+                           "promptintern-final-heavy", "promptintern-replay")),
+        ), note="Every row: 64 training rows, the same optimizer steps; scored on the first 300 rows of "
+                "the dev split, which chooses the settings (the test split is scored once per final "
+                "configuration). null-curriculum: PromptIntern's stages and restarts, every stage query-only."),
+    ), settings={"eval": {"test_split": "dev", "test_subset": 300}}, baseline=NONE),
 }
 
 METRIC_COLUMNS = {
-    "bleu": (("BLEU", "bleu", "{:.2f}"), ("EM %", "exact_match", "{:.2f}"), ("NLC2CMD", "nlc2cmd", "{:.3f}")),
+    "bleu": (("BLEU", "bleu", "{:.2f}"), ("EM %", "exact_match", "{:.2f}"), ("NLC2CMD", "nlc2cmd", "{:.3f}"),
+             ("BP", "brevity_penalty", "{:.3f}"), ("looping %", "looping_rate", "{:.1f}"),
+             ("output tokens", "output_tokens_per_query", "{:.1f}")),
     "pass@1": (("Pass@1 %", "pass@1", "{:.2f}"), ("EM %", "exact_match", "{:.2f}")),
     "exact_match": (("EM %", "exact_match", "{:.2f}"),),
 }
@@ -102,7 +119,10 @@ def table_markdown(table: Table, runs: dict[str, dict], significance: dict | Non
     ``promptintern.significance.paired_bootstrap`` returned for these runs (adds the 95% interval and
     the p-value against its baseline, and hides a gap recovered that is within the noise)."""
     metric = next((r["tuned"]["metric"] for r in runs.values() if r.get("tuned")), "bleu")
-    cols = METRIC_COLUMNS.get(metric, METRIC_COLUMNS["exact_match"])
+    shown = [v for _, group in table.groups for v in group]
+    # a column no row of the table measured (records made before it existed) is left out
+    cols = [c for c in METRIC_COLUMNS.get(metric, METRIC_COLUMNS["exact_match"])
+            if c[1] == metric or any(runs.get(v, {}).get("tuned", {}).get(c[1]) is not None for v in shown)]
     full, none = (runs.get(v, {}).get("tuned") for v in (FULL, NONE))
     tested = (significance or {}).get("systems", {})
     extra = ["± 95% CI", f"p vs {significance['baseline']}"] if significance else []
@@ -164,9 +184,10 @@ def render_part(part: Part, record: dict) -> str:
         out += [f"#### {table.title}", "", table_markdown(table, runs, significance), ""]
         if table.note:
             out += [table.note, ""]
-    ref = reference_markdown(record.get("base_full_prompt"))
-    if ref:
-        out += [ref, ""]
+    for base in (record.get("base_full_prompt"), record.get("base_query_only")):
+        ref = reference_markdown(base)
+        if ref:
+            out += [ref, ""]
     if significance:
         out += [significance_note(significance), ""]
     if record.get("plot"):

@@ -17,6 +17,9 @@ so the paper's default ``Schedule(pattern="linear", stages=3, k0=10)`` gives (1.
 A single stage is direct fine-tuning with one fixed prompt form: ``Schedule(num_stages=1,
 tau0=0.6, k0=5)`` trains and infers with the template at 0.6 and 5 shots.
 
+``replay=0.25`` trains a quarter of every earlier stage's rows (drawn afresh per stage) in the final,
+inference form: the model meets the form it will answer in from the first step (mixed forms).
+
 ``absorb_template=False`` keeps the full template at every stage (the "without template
 compression" ablation); ``absorb_examples=False`` trains without shots (the "without example
 absorption" ablation).
@@ -60,6 +63,9 @@ class Schedule(BaseModel):
     steepness: float = Field(3.0, gt=0.0, description="a in the exponential shapes")
     absorb_template: bool = Field(True, description="compress the template stage by stage")
     absorb_examples: bool = Field(True, description="train with retrieved shots")
+    replay: float = Field(0.0, ge=0.0, lt=1.0,
+                          description="mixed forms: this share of every earlier stage's rows is trained in the "
+                                      "final (inference) prompt form instead of the stage's (same rows, same steps)")
 
     @model_validator(mode="after")
     def _floor_below_start(self) -> "Schedule":

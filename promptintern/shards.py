@@ -7,8 +7,9 @@ column             type            meaning
 =================  ==============  ==========================================================
 id                 string          the example's id in its dataset (e.g. ``train-17``)
 stage              int32           1-based stage index t
-tau                float32         template rate tau_t the row was rendered with
-k                  int32           number of shots k_t in the prompt
+tau                float32         template rate the row was rendered with (tau_t; the last stage's
+                                   for a replayed row, see ``Replay``)
+k                  int32           number of shots in the prompt (k_t, or the last stage's)
 prompt             string          template (compressed to tau_t) + k_t shots + query + cue
 target             string          what the model must produce after the prompt
 example_ids        list<string>    ids of the shots, most similar first
@@ -25,6 +26,8 @@ stage spec, the template's achieved rate and the tokenizer's name.
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -49,6 +52,22 @@ SCHEMA = pa.schema(
         ("target_tokens", pa.int32()),
     ]
 )
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Rows of an earlier stage that train in the final (inference) prompt form instead of the
+    stage's own (``schedule.replay``): the mixed-forms curriculum. Same rows, same step count."""
+
+    rows: frozenset[int]
+    spec: StageSpec
+    template_text: str
+
+
+def replay_rows(n: int, fraction: float, stage: int, seed: int) -> frozenset[int]:
+    """Which of a stage's ``n`` rows are replayed: ``round(fraction * n)`` of them, drawn afresh for
+    every stage from ``seed``."""
+    return frozenset(random.Random(f"replay-{seed}-{stage}").sample(range(n), round(fraction * n)))
 
 
 def render_rows(
@@ -92,10 +111,19 @@ def write_shard(
     tokenizer,
     extra_metadata: dict | None = None,
     chat: bool = False,
+    replay: Replay | None = None,
 ) -> dict:
     """Render and write one stage's shard; returns summary statistics (also stored as metadata).
-    ``chat``: prompts through the tokenizer's chat template, targets as the assistant's answer."""
+    ``chat``: prompts through the tokenizer's chat template, targets as the assistant's answer.
+    ``replay``: those rows are rendered in the final form (their ``tau`` / ``k`` columns say so)."""
     rendered = render_rows(rows, pool, neighbors, spec.k, template_text, fmt, tokenizer=tokenizer, chat=chat)
+    forms = [(spec.tau, spec.k)] * len(rows)
+    if replay is not None and replay.rows:
+        idx = sorted(replay.rows)
+        final = render_rows([rows[i] for i in idx], pool, None if neighbors is None else neighbors[idx],
+                            replay.spec.k, replay.template_text, fmt, tokenizer=tokenizer, chat=chat)
+        for i, row in zip(idx, final):
+            rendered[i], forms[i] = row, (replay.spec.tau, replay.spec.k)
     prompts = [p for p, _ in rendered]
     targets = [render_target(fmt, r.target, tokenizer=tokenizer, chat=chat) for r in rows]
     prompt_tokens = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
@@ -107,14 +135,15 @@ def write_shard(
         "mean_target_tokens": float(np.mean(target_tokens)) if rows else 0.0,
         "max_prompt_tokens": int(max(prompt_tokens, default=0)),
         "prompt_style": "chat" if chat else "plain",
+        "replayed_rows": len(replay.rows) if replay is not None else 0,
         **(extra_metadata or {}),
     }
     table = pa.table(
         {
             "id": [r.id for r in rows],
             "stage": [spec.stage] * len(rows),
-            "tau": [spec.tau] * len(rows),
-            "k": [spec.k] * len(rows),
+            "tau": [tau for tau, _ in forms],
+            "k": [k for _, k in forms],
             "prompt": prompts,
             "target": targets,
             "example_ids": [ids for _, ids in rendered],

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import shutil
 import time
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from promptintern.config import LoraSettings, TrainSettings
+from promptintern.curriculum import StagePlan, batches_for_steps, lr_factor, plan_batches, steps_for_epochs, warmup_steps
 from promptintern.models import load_model, load_tokenizer, set_torch_threads
 from promptintern.shards import read_shard
 
@@ -42,6 +42,10 @@ CHECKPOINT = "checkpoint"
 # The swap's other two names: the next checkpoint while it is written, the last one while it is
 # replaced. ``checkpoint/state.pt`` is written last, so its presence means a whole checkpoint.
 CHECKPOINT_NEXT, CHECKPOINT_PREV = CHECKPOINT + ".tmp", CHECKPOINT + ".old"
+# The AdamW state a stage leaves for the next when one optimizer runs across stages
+# (``train.reset_optimizer_each_stage: false``), beside the adapter in the stage's folder.
+OPTIMIZER_STATE = "optimizer.pt"
+__all__ = ["plan_batches", "train_stage", "encode_row", "collate", "target_loss"]
 
 
 def encode_row(tokenizer, prompt: str, target: str, max_seq_len: int) -> tuple[list[int], list[int]]:
@@ -124,29 +128,6 @@ def collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[st
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, epochs: float, seed: int) -> list[list[int]]:
-    """Row indices per micro-batch, for all epochs: length-grouped within shuffled chunks.
-
-    Deterministic in ``seed``; a fractional epoch count takes the first part of the last epoch.
-    """
-    rng = random.Random(seed)
-    n = len(lengths)
-    batches: list[list[int]] = []
-    for epoch in range(math.ceil(epochs)):
-        order = list(range(n))
-        rng.shuffle(order)
-        chunk = batch_size * 16
-        epoch_batches = []
-        for start in range(0, n, chunk):
-            part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
-            epoch_batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
-        rng.shuffle(epoch_batches)
-        if epoch + 1 > epochs:  # the fractional tail
-            epoch_batches = epoch_batches[: max(1, round((epochs - epoch) * len(epoch_batches)))]
-        batches += epoch_batches
-    return batches
-
-
 @dataclass
 class StageReport:
     stage: int
@@ -161,6 +142,10 @@ class StageReport:
     padded_tokens: int
     seconds: float
     resumed_from_step: int
+    step_offset: int = 0
+    schedule_steps: int = 0
+    first_lr: float = 0.0
+    carried_optimizer: bool = False
 
     @property
     def tokens_per_second(self) -> float:
@@ -229,6 +214,19 @@ def _load_checkpoint(model, optimizer, scheduler, work_dir: Path) -> tuple[int, 
     return int(state["step"]), state.get("counters", {})
 
 
+def _load_optimizer_state(optimizer, init_adapter: str | Path | None) -> None:
+    """The previous stage's AdamW moments and step counts (one optimizer across stages)."""
+    path = Path(init_adapter).parent / OPTIMIZER_STATE if init_adapter else None
+    if path is None or not path.is_file():
+        raise ValueError(f"train.reset_optimizer_each_stage=false: the previous stage left no optimizer state "
+                         f"({path or 'no previous stage'}); it was trained with a fresh optimizer per stage")
+    state = torch.load(path, weights_only=False)
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:  # the rate comes from this stage's schedule, not the saved one
+        group["lr"] = group["initial_lr"] = optimizer.defaults["lr"]
+    log.info("optimizer state carried over from %s", path)
+
+
 def _read_log(log_path: Path, upto: int) -> list[dict]:
     """The loss log's entries up to step ``upto``: later ones were written after the checkpoint we
     resume from, and a line torn by a kill mid-write is not an entry."""
@@ -252,9 +250,13 @@ def train_stage(
     stage: int,
     init_adapter: str | Path | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    plan: StagePlan | None = None,
 ) -> StageReport:
-    """Train one stage; the adapter lands in ``work_dir/adapter``, the loss log in ``log.jsonl``."""
-    from transformers import get_linear_schedule_with_warmup
+    """Train one stage; the adapter lands in ``work_dir/adapter``, the loss log in ``log.jsonl``.
+
+    ``plan`` (``promptintern.curriculum.plan_stages``) sets the stage's optimizer steps, its place in
+    the learning-rate schedule and whether the AdamW state comes from ``init_adapter``'s folder and
+    is kept for the next stage; None: ``cfg.epochs_per_stage`` passes with a schedule of its own."""
     from tqdm.auto import tqdm
 
     set_torch_threads()
@@ -269,16 +271,22 @@ def train_stage(
     ]
     if not encoded:
         raise ValueError(f"{shard_path}: the shard has no rows")
-    batches = plan_batches([len(ids) for ids, _ in encoded], cfg.batch_size, cfg.epochs_per_stage, seed)
-    total_steps = math.ceil(len(batches) / cfg.grad_accum)
+    if plan is None:
+        steps = steps_for_epochs(len(encoded), cfg.batch_size, cfg.grad_accum, cfg.epochs_per_stage)
+        plan = StagePlan(stage=stage, steps=steps, schedule_steps=steps)
+    batches = batches_for_steps([len(ids) for ids, _ in encoded], cfg.batch_size, cfg.grad_accum, plan.steps, seed)
+    total_steps = plan.steps
 
     model = _lora_model(model_dir, lora, Path(init_adapter) if init_adapter else None, seed)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps
-    )
+    if plan.carry_optimizer:
+        _load_optimizer_state(optimizer, init_adapter)
+    warmup = warmup_steps(cfg, plan.schedule_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(
+        min(plan.step_offset + i, plan.schedule_steps - 1), plan.schedule_steps, warmup, cfg.lr_schedule,
+        cfg.decay_ratio))
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -288,6 +296,7 @@ def train_stage(
     kept = _read_log(log_path, start_step) if start_step else []
     log_path.write_text("".join(json.dumps(e) + "\n" for e in kept))
     losses: list[float] = [e["loss"] for e in kept]
+    lrs: list[float] = [e["lr"] for e in kept]
     # whole-stage totals: a resumed run carries on the counts (and seconds) of the interrupted one
     tokens, target_tokens, padded = (counters.get(k, 0) for k in ("tokens", "target_tokens", "padded"))
     started = time.time() - counters.get("seconds", 0.0)
@@ -304,12 +313,14 @@ def train_stage(
             target_tokens += int((batch["labels"] != IGNORE_INDEX).sum())
             padded += batch["input_ids"].numel()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]  # the rate this update runs at
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(step_loss)
+        lrs.append(lr)
         with log_path.open("a") as fh:
-            fh.write(json.dumps({"step": step + 1, "loss": step_loss, "lr": scheduler.get_last_lr()[0]}) + "\n")
+            fh.write(json.dumps({"step": step + 1, "loss": step_loss, "lr": lr}) + "\n")
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}")
         if on_step is not None:
@@ -320,6 +331,8 @@ def train_stage(
             _save_checkpoint(model, optimizer, scheduler, step + 1, counters, work_dir)
     bar.close()
     model.save_pretrained(work_dir / "adapter")
+    if plan.keep_optimizer:
+        torch.save(optimizer.state_dict(), work_dir / OPTIMIZER_STATE)
     for name in (CHECKPOINT, CHECKPOINT_NEXT, CHECKPOINT_PREV):  # none of it belongs to the artifact
         shutil.rmtree(work_dir / name, ignore_errors=True)
     report = StageReport(
@@ -335,6 +348,10 @@ def train_stage(
         padded_tokens=padded,
         seconds=round(time.time() - started, 3),
         resumed_from_step=start_step,
+        step_offset=plan.step_offset,
+        schedule_steps=plan.schedule_steps,
+        first_lr=lrs[0],
+        carried_optimizer=plan.carry_optimizer,
     )
     (work_dir / "stats.json").write_text(
         json.dumps({**asdict(report), "tokens_per_second": report.tokens_per_second}, indent=2)

@@ -27,6 +27,19 @@ gpt4-compression-0.3           one stage: the same by an OpenAI-compatible chat 
                                compression.endpoint (compression.api_model defaults to gpt-4)
 =============================  ==================================================================
 
+Curricula beyond the paper (docs/results.md, "Where internalization pays"), each compared at equal
+optimizer steps with ``promptintern`` and ``direct-no-template``:
+
+=============================  ==================================================================
+null-curriculum                the stages' restarts without their content: every stage query-only
+                               (tau0 = 0, k0 = 0), as many stages and steps as promptintern
+promptintern-one-optimizer     one AdamW state and one linear LR schedule across the stages
+promptintern-wsd               one AdamW state across the stages, warm-up-stable-decay: the final
+                               anneal (the last 25% of steps) runs on the inference form
+promptintern-final-heavy       the step budget split 1 : 1 : 2 (the query-only stage gets half)
+promptintern-replay            mixed forms: 25% of every earlier stage's rows in the final form
+=============================  ==================================================================
+
 A variant that needs something the configuration does not provide (LLMLingua-2 without a
 token-classifier ``compression.model``, the API compressor without ``compression.endpoint``) raises
 ``VariantUnavailable`` from ``variant_config``, saying what to set; a sweep reports it as skipped.
@@ -67,7 +80,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "llmlingua2-0.3": _compressed_once("llmlingua2"),
     "selective-context-0.3": _compressed_once("selective-context"),
     "gpt4-compression-0.3": _compressed_once("api"),
+    "null-curriculum": {"schedule": {"tau0": 0.0, "k0": 0}},
+    "promptintern-one-optimizer": {"train": {"reset_optimizer_each_stage": False}},
+    "promptintern-wsd": {"train": {"reset_optimizer_each_stage": False, "lr_schedule": "wsd"}},
+    "promptintern-final-heavy": {"train": {"stage_weights": [1.0, 1.0, 2.0]}},
+    "promptintern-replay": {"schedule": {"replay": 0.25}},
 }
+
+
+# The curricula beyond the paper (the second table of the module docstring).
+CURRICULA = ("null-curriculum", "promptintern-one-optimizer", "promptintern-wsd", "promptintern-final-heavy",
+             "promptintern-replay")
 
 
 class VariantUnavailable(ValueError):

@@ -26,7 +26,6 @@ from transformers import (  # noqa: F401
     AutoTokenizer,
     DynamicCache,
     PreTrainedTokenizerFast,
-    get_linear_schedule_with_warmup,
 )
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -35,6 +34,7 @@ from prefect.logging import get_run_logger
 
 from promptintern import pipeline
 from promptintern.config import CompressionConfig, EvalSettings, LoraSettings, RetrievalConfig, TrainSettings
+from promptintern.curriculum import StagePlan
 from promptintern.models import prepare_model
 from promptintern.schedule import StageSpec
 from tasks.caching import folder_cache_key, materialize
@@ -52,7 +52,7 @@ CODE = {
     "banks": ("promptintern.retrieve",) + _BASE,
     "shards": ("promptintern.shards", "promptintern.prompts", "promptintern.schedule",
                "promptintern.export") + _BASE,
-    "adapters": ("promptintern.train", "promptintern.config") + _BASE,
+    "adapters": ("promptintern.train", "promptintern.curriculum", "promptintern.config") + _BASE,
     "merged": ("promptintern.merge",) + _BASE,
     "serving": ("promptintern.serving", "promptintern.prompts", "promptintern.taskfile") + _BASE,
     "evals": ("promptintern.generate", "promptintern.evaluate", "promptintern.evaluate.common",
@@ -146,20 +146,23 @@ def build_bank_task(root: str, dataset_dir: str, k: int, retrieval: RetrievalCon
 
 @_cached("shards", name="materialize-shard")
 def shard_task(root: str, dataset_dir: str, template_dir: str | None, bank_dir: str | None,
-               spec: StageSpec, model_dir: str, chat: str = "off") -> str:
+               spec: StageSpec, model_dir: str, chat: str = "off", replay: float = 0.0,
+               final_spec: StageSpec | None = None, final_template_dir: str | None = None, seed: int = 0) -> str:
     """One stage's Parquet shard: rendered prompts (plain, or through the model's chat template),
-    targets, token counts."""
+    targets, token counts; with ``replay``, a share of the rows in the final stage's form."""
     params = dict(locals())
     return materialize("shards", CODE["shards"], params, lambda out: pipeline.shard(
         _path(root, dataset_dir), _path(root, template_dir), _path(root, bank_dir), spec,
-        _path(root, model_dir), out, chat))
+        _path(root, model_dir), out, chat, replay, final_spec, _path(root, final_template_dir), seed))
 
 
 @_cached("adapters", name="train-stage")
 def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir: str | None,
-                     lora: LoraSettings, train: TrainSettings, stage: int) -> str:
-    """LoRA fine-tuning on one stage's shard, starting from the previous stage's adapter."""
+                     lora: LoraSettings, train: TrainSettings, plan: StagePlan) -> str:
+    """LoRA fine-tuning on one stage's shard, starting from the previous stage's adapter (and, when
+    the plan says so, its optimizer state), for the plan's optimizer steps."""
     params = dict(locals())
+    stage = plan.stage
     logger = get_run_logger()
     progress = create_progress_artifact(0.0, description=f"stage {stage}: LoRA optimizer steps done (%)")
 
@@ -170,7 +173,7 @@ def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir
 
     rel = materialize("adapters", CODE["adapters"], params, lambda out: pipeline.train(
         _path(root, model_dir), _path(root, shard_dir), _path(root, init_adapter_dir), lora, train,
-        stage, out, on_step=on_step))
+        stage, out, on_step=on_step, plan=plan))
     update_progress_artifact(progress, 100.0)  # also when another run had built the folder meanwhile
     _log_json(f"stage {stage}", Path(root) / rel)
     return rel

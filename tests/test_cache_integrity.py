@@ -108,7 +108,7 @@ def built(prefect_harness, tiny_data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("integrity")
     cfg = preset("tiny", {"data_dir": str(tiny_data_dir), "train_subset": 8,
                           "schedule": {"num_stages": 2, "k0": 1},
-                          "eval": {"test_subset": 2, "baseline_full_prompt": False}})
+                          "eval": {"test_subset": 2, "baseline_full_prompt": False, "baseline_direct": False, "baseline_query_only": False}})
     states = _run(cfg, root)
     assert all(s == "Completed" for names in states.values() for s in names)
     return cfg, root

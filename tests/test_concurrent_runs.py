@@ -77,7 +77,8 @@ def test_two_flow_runs_at_once_share_their_common_boxes(tiny_data_dir, tmp_path)
     """Same preset, one with another eval.max_new_tokens: everything up to the merge is shared."""
     root, locks = tmp_path / "artifacts", tmp_path / "locks"
     argv = ["--preset", "tiny", "--set", f"data_dir={tiny_data_dir}", "--artifact-root", str(root),
-            "--set", "eval.baseline_full_prompt=false", "--set", "eval.test_subset=2"]
+            "--set", "eval.baseline_full_prompt=false", "--set", "eval.baseline_direct=false",
+            "--set", "eval.baseline_query_only=false", "--set", "eval.test_subset=2"]
     runs = {}
     for name, extra in (("a", []), ("b", ["--set", "eval.max_new_tokens=4"])):
         runs[name] = start_flow(argv + extra, tmp_path / f"home-{name}", tmp_path / f"{name}.log",

@@ -137,9 +137,11 @@ def test_deployment_run_of_the_ablation_completes_on_a_worker(server):
     assert ("report-promptintern-nl2bash", "markdown") in kinds
     assert ("folder-promptintern-nl2bash", "markdown") in kinds or any(t == "link" for _, t in kinds)
     progress = [a for a in artifacts if a["type"] == "progress"]
-    assert len(progress) == 3 and all(a["data"] == 100.0 for a in progress)  # one per training stage
+    # one per training stage, and one for the equal-steps direct baseline
+    assert len(progress) == 4 and all(a["data"] == 100.0 for a in progress)
     rows = json.loads(next(a["data"] for a in artifacts if a["type"] == "table"))
-    assert [r["method"] for r in rows] == ["promptintern", "base-full-prompt"]
+    assert [r["method"] for r in rows] == ["promptintern", "direct-no-template", "base-full-prompt", "base-query-only"]
+    assert rows[1]["train steps"] == rows[0]["train steps"] and rows[1]["p vs promptintern"] is not None
     assert list((server["root"] / "runs").glob("*/results.md"))
 
 

@@ -56,11 +56,20 @@ def test_flow_runs_every_box_and_reports(first_run):
     assert set(states) == {"prepare-model", "load-dataset", "compress-template", "build-retrieval-bank",
                            "materialize-shard", "train-stage", "merge-adapter", "package-for-serving",
                            "benchmark", "report"}
-    assert len(states["train-stage"]) == cfg.schedule.num_stages == len(states["materialize-shard"])
+    # the curriculum's stages, plus the one query-only stage of its equal-steps baseline
+    assert len(states["train-stage"]) == cfg.schedule.num_stages + 1 == len(states["materialize-shard"])
     assert all(s == "Completed" for names in states.values() for s in names)
     labels = [r["method"] for r in result["rows"]]
-    assert labels == ["promptintern", "base-full-prompt"]
+    assert labels == ["promptintern", "direct-no-template", "base-full-prompt", "base-query-only"]
     metrics = {m["label"]: m for m in result["metrics"]}
+    # the honest comparison: fine-tuning on the query alone for exactly as many optimizer steps
+    assert metrics["direct-no-template"]["train_steps"] == metrics["promptintern"]["train_steps"] == 18
+    assert metrics["direct-no-template"]["k"] == 0 and metrics["direct-no-template"]["template_chars"] == 0
+    sig = result["significance"]["systems"]
+    assert sig["promptintern"]["p_value"] is None and 0 < sig["direct-no-template"]["p_value"] <= 1
+    assert result["verdict"] in result["markdown"]
+    assert "test noise" in result["verdict"] or result["verdict"].endswith("a tie.")
+    assert "p vs promptintern" in result["markdown"]
     # query-only inference really is query-only; the full prompt carries the template and shots
     assert metrics["promptintern"]["k"] == 0 and metrics["promptintern"]["template_chars"] == 0
     assert metrics["base-full-prompt"]["input_tokens_per_query"] > 10 * metrics["promptintern"]["input_tokens_per_query"]
@@ -78,7 +87,7 @@ def test_flow_runs_every_box_and_reports(first_run):
     from promptintern.export import validate_openai_chat_jsonl
 
     exports = list((root / "shards").glob("*/openai_chat.jsonl"))
-    assert len(exports) == cfg.schedule.num_stages
+    assert len(exports) == cfg.schedule.num_stages + 1  # and the baseline's
     assert all(validate_openai_chat_jsonl(p) == [] for p in exports)
     merge = json.loads(next((root / "merged").glob("*/merge_check.json")).read_text())
     assert merge["max_abs_logit_diff"] <= 1e-4
@@ -94,11 +103,29 @@ def test_second_identical_run_hits_the_cache_for_every_task(first_run):
 
 def test_turning_off_the_base_benchmark_reuses_the_tuned_models_benchmark(first_run):
     cfg, root, first, _ = first_run
-    alone = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"baseline_full_prompt": False})})
+    alone = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={
+        "baseline_full_prompt": False, "baseline_direct": False, "baseline_query_only": False})})
     result, states = _run(alone, root)
     assert states["benchmark"] == ["Cached"]  # one benchmark, the tuned model's, from the cache
     eval_dirs = [json.loads((Path(r["run_dir"]) / "results.json").read_text())["eval_dirs"] for r in (first, result)]
     assert eval_dirs[1] == {"promptintern": eval_dirs[0]["promptintern"]}
+
+
+def test_the_direct_no_template_variant_is_the_runs_equal_steps_baseline(first_run):
+    """One model, not two: the variant with the same budget (3 passes = the curriculum's 18 steps)
+    reads the baseline's training and benchmark from the cache."""
+    from flows.dag import promptintern
+
+    cfg, root, first, _ = first_run
+    state = promptintern(preset="tiny", variant="direct-no-template", artifact_root=str(root), return_state=True,
+                         overrides={"data_dir": cfg.data_dir, "train": {"total_epochs": 3.0}})
+    result = state.result()
+    states = _task_states(state.state_details.flow_run_id)
+    assert states["train-stage"] == ["Cached"]
+    tuned = next(m for m in result["metrics"] if m["label"] == "promptintern")
+    baseline = next(m for m in first["metrics"] if m["label"] == "direct-no-template")
+    assert tuned["train_steps"] == baseline["train_steps"] == 18 and tuned["bleu"] == baseline["bleu"]
+    assert "direct-no-template" not in {m["label"] for m in result["metrics"]}  # it is the run itself
 
 
 def test_a_late_parameter_recomputes_only_downstream(first_run):
@@ -114,7 +141,7 @@ def test_a_deleted_folder_recomputes_only_its_task(first_run):
     merged = next(p for p in (root / "merged").iterdir() if not p.name.startswith("."))
     shutil.rmtree(merged)
     _, states = _run(cfg, root)
-    assert states["merge-adapter"] == ["Completed"]
+    assert sorted(states["merge-adapter"]) == ["Cached", "Completed"]  # of the two merged models, one was deleted
     assert merged.is_dir()
     assert all(s == "Cached" for name, names in states.items() if name not in ("merge-adapter", "report") for s in names)
 
@@ -153,7 +180,8 @@ def test_mbpp_runs_through_the_same_dag(prefect_harness, tmp_path):
 
 def test_a_local_model_folder_works_as_model(prefect_harness, tiny_model_dir, tiny_data_dir, tmp_path):
     cfg = preset("tiny", {"model": str(tiny_model_dir), "data_dir": str(tiny_data_dir),
-                          "train_subset": 8, "eval": {"test_subset": 2, "baseline_full_prompt": False}})
+                          "train_subset": 8, "eval": {"test_subset": 2, "baseline_full_prompt": False,
+                                                      "baseline_direct": False, "baseline_query_only": False}})
     result, states = _run(cfg, tmp_path)
     assert [r["method"] for r in result["rows"]] == ["promptintern"]
     assert states["prepare-model"] == ["Completed"]
@@ -167,6 +195,6 @@ def test_a_paper_variant_is_a_parameterization_of_the_same_flow(prefect_harness,
                          artifact_root=str(tmp_path), return_state=True)
     result = state.result()
     states = _task_states(state.state_details.flow_run_id)
-    assert len(states["train-stage"]) == 1  # direct fine-tuning: one stage
+    assert len(states["train-stage"]) == 2  # direct fine-tuning: one stage; and its query-only baseline
     rows = {r["method"]: r for r in result["rows"]}
     assert rows["promptintern"]["prompt form"] == "template x0.6 + 1-shot"

@@ -196,7 +196,7 @@ def test_flow_disk_full_then_rerun(prefect_harness, tiny_data_dir, tmp_path, mon
 
     cfg = preset("tiny", {"data_dir": str(tiny_data_dir), "train_subset": 8,
                           "schedule": {"num_stages": 2, "k0": 1},
-                          "eval": {"test_subset": 2, "baseline_full_prompt": False}})
+                          "eval": {"test_subset": 2, "baseline_full_prompt": False, "baseline_direct": False, "baseline_query_only": False}})
     root = tmp_path / "artifacts"
     with monkeypatch.context() as patch:
         patch.setattr(pq, "write_table", _failing_write_table(ENOSPC))
@@ -217,7 +217,7 @@ def test_flow_out_of_memory_in_training_then_rerun(prefect_harness, tiny_data_di
 
     cfg = preset("tiny", {"data_dir": str(tiny_data_dir), "train_subset": 8, "schedule": {"num_stages": 1, "k0": 0},
                           "train": {"checkpoint_every": 100},
-                          "eval": {"test_subset": 2, "baseline_full_prompt": False}})
+                          "eval": {"test_subset": 2, "baseline_full_prompt": False, "baseline_direct": False, "baseline_query_only": False}})
     root = tmp_path / "artifacts"
     with monkeypatch.context() as patch:
         _oom_at_call(patch, 1, MemoryError())

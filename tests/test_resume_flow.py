@@ -33,7 +33,8 @@ STEPS_PER_STAGE = 18  # 24 rows / batch 4 x 3 epochs; a checkpoint every 2 steps
 def _argv(data_dir: Path, root: Path) -> list[str]:
     return ["--preset", "tiny", "--set", f"data_dir={data_dir}", "--artifact-root", str(root),
             "--set", "train.epochs_per_stage=3", "--set", "train.checkpoint_every=2",
-            "--set", "eval.baseline_full_prompt=false", "--set", "eval.test_subset=2"]
+            "--set", "eval.baseline_full_prompt=false", "--set", "eval.baseline_direct=false",
+            "--set", "eval.baseline_query_only=false", "--set", "eval.test_subset=2"]
 
 
 def _final_folders(root: Path, kind: str) -> list[Path]:

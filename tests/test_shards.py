@@ -46,3 +46,31 @@ def test_too_few_neighbors_is_an_error(tiny_model_dir, tiny_data_dir, tmp_path):
     with pytest.raises(ValueError, match="k=2"):
         write_shard(tmp_path / "s.parquet", rows, rows, np.zeros((3, 1), dtype=int),
                     StageSpec(stage=1, tau=1.0, k=2), "", task.format, load_tokenizer(tiny_model_dir))
+
+
+def test_replayed_rows_train_in_the_final_form(tiny_model_dir, tiny_data_dir, tmp_path):
+    """schedule.replay: a share of an earlier stage's rows is rendered exactly as the last stage
+    renders them (its tau and k in the row), drawn afresh for every stage; the rest as the stage."""
+    from promptintern.shards import Replay, replay_rows
+
+    task = get_task("nl2bash")
+    rows = task.load(tiny_data_dir, "train")[:8]
+    tok = load_tokenizer(tiny_model_dir)
+    neighbors = np.array([[(i + 1) % 8, (i + 2) % 8] for i in range(8)])
+    chosen = replay_rows(8, 0.25, stage=1, seed=0)
+    assert len(chosen) == 2 and chosen == replay_rows(8, 0.25, stage=1, seed=0)
+    assert {replay_rows(8, 0.5, stage=s, seed=0) for s in (1, 2, 3)} != {replay_rows(8, 0.5, stage=1, seed=0)}
+    final = StageSpec(stage=3, tau=0.0, k=0)
+    path = tmp_path / "mixed.parquet"
+    stats = write_shard(path, rows, rows, neighbors, StageSpec(stage=1, tau=1.0, k=2), "TEMPLATE TEXT", task.format,
+                        tok, replay=Replay(chosen, final, ""))
+    write_shard(tmp_path / "final.parquet", rows, rows, None, final, "", task.format, tok)
+    mixed, last = read_shard(path).to_pylist(), read_shard(tmp_path / "final.parquet").to_pylist()
+    assert stats["replayed_rows"] == 2
+    for i, (row, final_row) in enumerate(zip(mixed, last)):
+        if i in chosen:
+            assert (row["tau"], row["k"], row["example_ids"]) == (0.0, 0, [])
+            assert row["prompt"] == final_row["prompt"]  # token for token the inference form
+        else:
+            assert (row["tau"], row["k"]) == (1.0, 2) and row["prompt"].startswith("TEMPLATE TEXT")
+        assert row["stage"] == 1 and row["target"] == final_row["target"]

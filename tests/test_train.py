@@ -151,3 +151,60 @@ def test_training_resumes_from_a_checkpoint_to_the_same_adapter(tiny_model_dir, 
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def _adapter(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+
+
+def test_one_optimizer_across_stages_is_one_run_split_in_two(tiny_model_dir, tmp_path):
+    """``reset_optimizer_each_stage: false`` does what it says: two stages of 3 steps with the AdamW
+    state and the LR schedule carried on give the adapter of one 6-step stage (full batches, so the
+    order of rows cannot differ), and resetting the optimizer gives another."""
+    from promptintern.curriculum import StagePlan, plan_stages
+
+    tok = load_tokenizer(tiny_model_dir)
+    rows = [Example(id=str(i), query=f"list files {i}", target=f"ls -l d{i}") for i in range(4)]
+    shard = _shard(tmp_path, tok, rows)
+    cfg = TrainSettings(batch_size=4, lr=1e-2, warmup_ratio=0.2, checkpoint_every=100, epochs_per_stage=3,
+                        reset_optimizer_each_stage=False, lr_schedule="wsd", decay_ratio=0.5)
+    one = train_stage(tiny_model_dir, shard, tmp_path / "one", LORA, cfg, stage=1,
+                      plan=StagePlan(stage=1, steps=6, schedule_steps=6))
+    first, second = plan_stages(2, cfg, rows=4)
+    assert (first.steps, second.step_offset, second.carry_optimizer) == (3, 3, True)
+    train_stage(tiny_model_dir, shard, tmp_path / "a", LORA, cfg, stage=1, plan=first)
+    assert (tmp_path / "a" / "optimizer.pt").is_file()
+    split = train_stage(tiny_model_dir, shard, tmp_path / "b", LORA, cfg, stage=2,
+                        init_adapter=tmp_path / "a" / "adapter", plan=second)
+    assert split.carried_optimizer and one.optimizer_steps == 6
+    whole, halves = _adapter(tmp_path / "one"), _adapter(tmp_path / "b")
+    for name in whole:
+        torch.testing.assert_close(halves[name], whole[name], rtol=1e-4, atol=1e-6)
+    lrs = [json.loads(line)["lr"] for p in ("a", "b") for line in (tmp_path / p / "log.jsonl").read_text().splitlines()]
+    assert lrs == [json.loads(line)["lr"] for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
+
+    reset = cfg.model_copy(update={"reset_optimizer_each_stage": True})
+    first, second = plan_stages(2, reset, rows=4)
+    train_stage(tiny_model_dir, shard, tmp_path / "c", LORA, reset, stage=1, plan=first)
+    assert not (tmp_path / "c" / "optimizer.pt").exists()
+    restarted = train_stage(tiny_model_dir, shard, tmp_path / "d", LORA, reset, stage=2,
+                            init_adapter=tmp_path / "c" / "adapter", plan=second)
+    assert not restarted.carried_optimizer
+    assert restarted.first_lr == pytest.approx(1e-2)  # its own one-step warm-up: at the peak, never 0
+    differs = _adapter(tmp_path / "d")
+    assert any(not torch.allclose(differs[name], whole[name], rtol=1e-3, atol=1e-5) for name in whole)
+
+
+def test_carrying_an_optimizer_that_was_not_kept_is_an_error(tiny_model_dir, tmp_path):
+    from promptintern.curriculum import StagePlan
+
+    tok = load_tokenizer(tiny_model_dir)
+    rows = [Example(id=str(i), query=f"q {i}", target="ls") for i in range(4)]
+    shard = _shard(tmp_path, tok, rows)
+    cfg = TrainSettings(batch_size=4, checkpoint_every=100)
+    train_stage(tiny_model_dir, shard, tmp_path / "a", LORA, cfg, stage=1)
+    with pytest.raises(ValueError, match="reset_optimizer_each_stage=false"):
+        train_stage(tiny_model_dir, shard, tmp_path / "b", LORA, cfg, stage=2, init_adapter=tmp_path / "a" / "adapter",
+                    plan=StagePlan(stage=2, steps=1, step_offset=1, schedule_steps=2, carry_optimizer=True))

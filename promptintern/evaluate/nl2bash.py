@@ -77,6 +77,9 @@ def score(predictions: Sequence[str], references: Sequence[str]) -> dict:
         "exact_match": round(exact_match(predictions, references), 4),
         "nlc2cmd": round(structure["mean"], 4),
         "nlc2cmd_unparsed": structure["unparsed"],
+        # BLEU's brevity penalty and length ratio: a model that answers short loses BLEU for it alone
+        "brevity_penalty": round(result.bp, 4),
+        "length_ratio": round(result.sys_len / result.ref_len, 4) if result.ref_len else 0.0,
         "sacrebleu_signature": str(bleu.get_signature()),
         "n": len(references),
     }
