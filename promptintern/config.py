@@ -315,7 +315,11 @@ DATASET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"mbpp": {"schedule": {"k0": 5}}},
     # MBPP: the standard 500 test tasks; whole programs need room (reference solutions in SmolLM2
     # tokens: median 56, 95th percentile 173, max 420).
-    "cpu-repro": {"mbpp": {"eval": {"test_subset": None, "max_new_tokens": 192}}},
+    "cpu-repro": {"mbpp": {"eval": {"test_subset": None, "max_new_tokens": 192},
+                           # template + 2-shot MBPP rows run to ~1,300 SmolLM2 tokens: at 1,024, 12 of 64
+                           # lost 11-272 prompt tokens from the left (5 the whole template), while the
+                           # full-prompt benchmark is never cut. The model's context is 8,192.
+                           "train": {"max_seq_len": 2048}}},
 }
 
 

@@ -140,8 +140,11 @@ def test_replace_region_keeps_the_prose_around_the_markers():
 
 def test_every_part_runs_promptintern_and_both_ends_of_the_gap_first():
     for part in PARTS.values():
-        assert part.variants[:3] == ["promptintern", "direct-template-kshot", "direct-no-template"]
+        ends = [v for v in ("direct-template-kshot", "direct-no-template") if v in part.variants]
+        assert part.variants[:1 + len(ends)] == ["promptintern", *ends]
+        assert part.baseline in part.variants
         assert len(part.variants) == len(set(part.variants))
+    assert PARTS["nl2bash"].variants[:3] == ["promptintern", "direct-template-kshot", "direct-no-template"]
 
 
 def test_reproduce_writes_the_part_and_a_rerun_gives_the_same_numbers(prefect_harness, tiny_data_dir, tmp_path):
