@@ -29,11 +29,12 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.logging import get_run_logger
 
 from promptintern.config import CompressionConfig, RunConfig, preset as load_preset
-from promptintern.curriculum import direct_train_settings, is_direct_no_template, plan_stages, single_stage_plan
+from promptintern.curriculum import (adaptive_plan, direct_train_settings, is_direct_no_template, plan_stages,
+                                     single_stage_plan)
 from promptintern.data import dataset_digest
 from promptintern.datasets import get_task
 from promptintern.models import model_fingerprint
-from promptintern.pipeline import train_rows
+from promptintern.pipeline import stage_steps, train_rows
 from promptintern.report import summary_rows, write_run_report
 from promptintern.schedule import StageSpec
 from promptintern.variants import variant_config
@@ -137,9 +138,11 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
     model_print = model_fingerprint(cfg.model)
     separate_compressor = bool(cfg.compression.model) and cfg.compression.model != cfg.model
     compressor_print = model_fingerprint(cfg.compression.model) if separate_compressor else None
+    adaptive = cfg.train.adaptive if len(stages) > 1 else None
+    probe = dict(probe_split=cfg.probe_split(), probe_rows=adaptive.dev_rows) if adaptive else {}
     dataset = load_dataset_task.with_options(**opts)(
         root, cfg.dataset, data_dir, data_digest, cfg.train_subset,
-        cfg.eval.test_split, cfg.eval.test_subset, cfg.seed)
+        cfg.eval.test_split, cfg.eval.test_subset, cfg.seed, **probe)
     model = prepare_model_task.with_options(**opts)(root, cfg.model, model_print)
     compressor = model
     if separate_compressor:
@@ -173,10 +176,23 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
     # a one-stage run reads none of the multi-stage settings: leave them out of its cache key, so
     # the direct-no-template variant and every run's equal-steps baseline are one model
     recipe = cfg.train if len(stages) > 1 else direct_train_settings(cfg.train)
+    # adaptive stage lengths: a stage ends when the next stage's form stops improving on the probe
+    # rows (dev rows in that form, one shard per later stage); the budget stays the plans' sum
+    probes = {s.stage - 1: shard_task.with_options(**opts).submit(
+        root, dataset, templates[s.tau], bank if s.k else None, s, model, chat, split="dev")
+        for s in stages[1:]} if adaptive else {}
     adapter = None
     stage_dirs = []
+    used = 0
     for plan, shard in zip(plans, shards):
-        adapter = train_stage_task.with_options(**opts)(root, model, shard.result(), adapter, cfg.lora, recipe, plan)
+        extra = {}
+        if adaptive:
+            plan = adaptive_plan(plans, plan.stage, used, adaptive.min_steps)
+            extra = dict(probe_shard_dir=probes[plan.stage].result() if plan.stage in probes else None,
+                         dataset_dir=dataset, probe_generation=(cfg.eval.max_new_tokens, cfg.eval.batch_size))
+        adapter = train_stage_task.with_options(**opts)(root, model, shard.result(), adapter, cfg.lora, recipe, plan,
+                                                        **extra)
+        used += stage_steps(Path(root) / adapter)
         stage_dirs.append(adapter)
     merged = merge_task.with_options(**opts)(root, model, adapter)
     serving = serving_task.with_options(**opts)(root, merged, dataset, templates[inference.tau], inference.k,
@@ -198,7 +214,7 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
         direct_shard = shard_task.with_options(**opts)(root, dataset, None, None, spec, model, chat)
         direct_adapter = train_stage_task.with_options(**opts)(
             root, model, direct_shard, None, cfg.lora, direct_train_settings(cfg.train),
-            single_stage_plan(sum(p.steps for p in plans)))
+            single_stage_plan(used))
         direct_merged = merge_task.with_options(**opts)(root, model, direct_adapter)
         baseline_dirs["direct-no-template"] = direct_adapter
         evals["direct-no-template"] = benchmark_task.with_options(**opts)(

@@ -91,8 +91,16 @@ def _machine() -> str:
 def config_digest(cfg: RunConfig) -> str:
     """What decides a variant's numbers: its resolved config (less where the data lives) and the
     content of its dataset. Equal digests: ``--resume`` may keep a row instead of recomputing it."""
-    settings = cfg.model_dump(mode="json", exclude={"data_dir"})
+    settings = _without_none(cfg.model_dump(mode="json", exclude={"data_dir"}))
     return stable_hash({"config": settings, "data": dataset_digest(in_repo(cfg.data_dir), cfg.dataset)})
+
+
+def _without_none(tree: Any) -> Any:
+    """Settings left unset (None: an optional feature off) are dropped, so a setting added later with
+    None as its default leaves the digests of the rows made before it unchanged."""
+    if isinstance(tree, dict):
+        return {key: _without_none(value) for key, value in tree.items() if value is not None}
+    return tree
 
 
 def _load_record(path: Path) -> dict:

@@ -137,6 +137,23 @@ class LoraSettings(_Strict):
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
+class AdaptiveSettings(_Strict):
+    """Adaptive stage lengths (``promptintern.curriculum``): a stage before the last ends when the dev
+    metric of the *next* stage's prompt form stops improving, within the run's fixed step budget."""
+
+    probe: Literal["generate", "nll"] = Field(
+        "generate", description="the dev metric: the task's own metric on greedy answers (generate), or the "
+                                "negated teacher-forced loss of the references (nll; cheaper, and it did not "
+                                "predict greedy BLEU on NL2Bash)")
+    dev_split: str | None = Field(None, description="the split the probe rows come from (never the test split); "
+                                                    "None: the task's dev, validation or valid split")
+    dev_rows: int = Field(32, ge=1, description="first N rows of dev_split")
+    every: int = Field(4, ge=1, description="optimizer steps between probes")
+    patience: int = Field(2, ge=1, description="probes without improvement before the stage ends")
+    min_delta: float = Field(0.0, ge=0.0, description="an improvement must exceed this")
+    min_steps: int = Field(4, ge=1, description="steps every stage trains at least (so later stages keep some)")
+
+
 class TrainSettings(_Strict):
     epochs_per_stage: float = Field(1.0, gt=0.0, description="passes over the shard per stage")
     total_epochs: float | None = Field(
@@ -164,6 +181,9 @@ class TrainSettings(_Strict):
                               "last decay_ratio of the steps), or constant (promptintern.curriculum)")
     decay_ratio: float = Field(0.25, gt=0.0, le=1.0, description="lr_schedule=wsd: share of the steps in the "
                                                                  "final decay")
+    adaptive: AdaptiveSettings | None = Field(
+        None, description="adaptive stage lengths: a stage ends when the next stage's form stops improving on "
+                          "dev rows; None: fixed lengths (stage_weights / epochs)")
     share_prompt_prefix: bool = Field(
         True, description="run the token prefix a batch's rows share (the template) once per batch; "
                           "same loss and gradients, ~2x faster on stage-1 prompts (benchmarks/bench_train.py)")
@@ -232,6 +252,33 @@ class RunConfig(_Strict):
         if not numbers:
             return data
         return {**data, "train": {**train, "epochs_per_stage": total / stages}}
+
+    @model_validator(mode="after")
+    def _probe_is_not_the_test_split(self) -> RunConfig:
+        if self.train.adaptive is not None:
+            self.probe_split()  # raises with the key to set
+        return self
+
+    def probe_split(self) -> str | None:
+        """The split adaptive stage lengths probe (``train.adaptive.dev_split``, else the task's
+        dev / validation / valid split); None without ``train.adaptive``."""
+        adaptive = self.train.adaptive
+        if adaptive is None:
+            return None
+        from promptintern.datasets import get_task
+
+        held_out = [s for s in get_task(self.dataset).splits if s != "train"]
+        split = adaptive.dev_split or next((s for s in ("dev", "validation", "valid") if s in held_out), None)
+        if split not in held_out:
+            raise ValueError(f"train.adaptive.dev_split={split!r}: dataset {self.dataset!r} has no held-out split "
+                             f"of that name; allowed: {held_out}")
+        # the probe takes the split's *last* rows, the benchmark its first: one split serves both only
+        # when the benchmark takes a subset (the dataset box checks that they do not meet)
+        if split == self.eval.test_split and self.eval.test_subset is None:
+            raise ValueError(f"train.adaptive.dev_split={split!r} is eval.test_split and eval.test_subset is not "
+                             f"set: stage lengths chosen on the scored rows would be scored on what chose them; "
+                             f"probe another split, or score a subset (eval.test_subset)")
+        return split
 
     @model_validator(mode="after")
     def _one_weight_per_stage(self) -> RunConfig:

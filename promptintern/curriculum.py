@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -122,6 +123,44 @@ def plan_stages(num_stages: int, train, rows: int) -> list[StagePlan]:
     return plans
 
 
+def adaptive_plan(nominal: Sequence[StagePlan], stage: int, used: int, min_steps: int) -> StagePlan:
+    """Stage ``stage``'s plan under adaptive stage lengths, given the ``used`` steps the stages before
+    it took: the run's budget (the sum of the ``nominal`` plans) is kept; a stage before the last may
+    take all that is left except ``min_steps`` for each later stage (it ends earlier when its probe
+    stops improving), the last stage takes the rest."""
+    budget, count = sum(p.steps for p in nominal), len(nominal)
+    steps = budget - used - (min_steps * (count - stage) if stage < count else 0)
+    if steps < 1:
+        raise ValueError(f"stage {stage}: {budget - used} of the {budget}-step budget are left, not enough for "
+                         f"{count - stage + 1} stages of at least train.adaptive.min_steps={min_steps}: lower it, "
+                         f"or raise the budget (train.total_epochs)")
+    one_schedule = nominal[0].keep_optimizer or nominal[-1].carry_optimizer
+    return nominal[stage - 1].model_copy(update={
+        "steps": steps, "step_offset": used if one_schedule else 0,
+        "schedule_steps": budget if one_schedule else steps})
+
+
+def should_advance(history: Sequence[float], patience: int, min_delta: float = 0.0) -> bool:
+    """Whether a stage should end: its last ``patience`` probes (higher is better) all failed to beat
+    the best probe before them by more than ``min_delta``."""
+    if len(history) <= patience:
+        return False
+    best_before = max(history[:-patience])
+    return all(value <= best_before + min_delta for value in history[-patience:])
+
+
+@dataclass
+class StageProbe:
+    """What adaptive stage lengths measure during a stage: ``score(model)`` (higher is better) of the
+    next stage's prompt form on held-out rows, every ``every`` steps once ``min_steps`` are done."""
+
+    score: Callable[[Any], float]
+    every: int
+    patience: int
+    min_delta: float = 0.0
+    min_steps: int = 1
+
+
 def single_stage_plan(steps: int) -> StagePlan:
     """One stage that is the whole run: the direct baselines."""
     return StagePlan(stage=1, steps=steps, schedule_steps=steps)
@@ -159,4 +198,4 @@ def direct_train_settings(train):
     run reads are set to their defaults, so every curriculum with the same recipe and budget shares
     one baseline model (one cache entry)."""
     return train.model_copy(update={"stage_weights": None, "total_epochs": None, "epochs_per_stage": 1.0,
-                                    "reset_optimizer_each_stage": True})
+                                    "reset_optimizer_each_stage": True, "adaptive": None})

@@ -74,12 +74,18 @@ def generate(
     progress: bool = True,
 ) -> Generations:
     """Greedy-decode every prompt; batches are formed from prompts of similar length."""
+    set_torch_threads()
+    return generate_with(load_model(model_dir), load_tokenizer(model_dir), prompts, max_new_tokens, batch_size,
+                         stop, progress)
+
+
+@torch.no_grad()
+def generate_with(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 8,
+                  stop: Sequence[str] = (), progress: bool = True) -> Generations:
+    """``generate`` with a model already in memory (a LoRA model in training, for a dev probe)."""
     from tqdm.auto import tqdm
 
-    set_torch_threads()
-    tokenizer = load_tokenizer(model_dir)
     tokenizer.padding_side = "left"
-    model = load_model(model_dir)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     texts: list[str] = [""] * len(prompts)

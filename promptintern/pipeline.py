@@ -39,11 +39,14 @@ def read_examples(path: Path) -> list[Example]:
 
 
 def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, test_split: str,
-                    test_subset: int | None, seed: int, out: Path) -> dict:
+                    test_subset: int | None, seed: int, out: Path, probe_split: str | None = None,
+                    probe_rows: int | None = None) -> dict:
     """Load the splits, take the subsets, and freeze them (plus the template) into ``out``.
 
     The training subset is the first N rows of a seeded shuffle; the test subset is the first N
-    rows in the split's own order, so every run and variant is scored on the same rows.
+    rows in the split's own order, so every run and variant is scored on the same rows. With
+    ``probe_split``, its *last* ``probe_rows`` rows go to ``dev.jsonl``: what adaptive stage
+    lengths probe (``train.adaptive``); never rows the benchmark scores.
     """
     task = get_task(task_name)
     if test_split not in task.splits:
@@ -60,10 +63,13 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
         order = list(range(len(train)))
         random.Random(seed).shuffle(order)
         train = [train[i] for i in sorted(order[:train_subset])]
+    dev = _probe_rows(task, data_dir, probe_split, probe_rows, test_split, test_subset) if probe_split else None
     if test_subset is not None:
         test = test[:test_subset]
     info = {"task": task_name, "train_rows": len(train), "test_rows": len(test),
             "test_split": test_split, "seed": seed}
+    if dev is not None:
+        info |= {"probe_split": probe_split, "probe_rows": len(dev)}
     pool = task.load_pool(Path(data_dir)) if task.load_pool is not None else None
     if pool is not None:
         if not pool:
@@ -72,6 +78,8 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
     with resource_errors(f"writing the {task_name} dataset rows", out):
         write_examples(out / "train.jsonl", train)
         write_examples(out / "test.jsonl", test)
+        if dev is not None:
+            write_examples(out / "dev.jsonl", dev)
         if pool is not None:
             write_examples(out / "pool.jsonl", pool)
         (out / "template.json").write_text(task.template.model_dump_json(indent=2))
@@ -82,6 +90,26 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
 def train_rows(dataset_dir: Path) -> int:
     """How many training rows the frozen dataset holds (what the step plan is counted on)."""
     return int(json.loads((dataset_dir / "info.json").read_text())["train_rows"])
+
+
+def _probe_rows(task: Task, data_dir: str, split: str, rows: int | None, test_split: str,
+                test_subset: int | None) -> list[Example]:
+    """The last ``rows`` rows of ``split``, checked not to meet the rows the benchmark scores."""
+    if split not in task.splits:
+        raise DataError(f"train.adaptive.dev_split={split!r}: dataset {task.name!r} has no such split; "
+                        f"allowed: {list(task.splits)}")
+    held = task.load(data_dir, split)
+    n = min(rows or len(held), len(held))
+    if split == test_split and (test_subset is None or test_subset > len(held) - n):
+        raise DataError(f"train.adaptive.dev_split={split!r} is the benchmark's split too: its last {n} rows "
+                        f"(the probe) meet the first {test_subset or len(held)} (the benchmark) of {len(held)}; "
+                        f"lower train.adaptive.dev_rows or eval.test_subset")
+    return held[len(held) - n:]
+
+
+def stage_steps(adapter_dir: Path) -> int:
+    """Optimizer steps a trained stage took (fewer than planned when adaptive lengths ended it)."""
+    return int(json.loads((adapter_dir / "stats.json").read_text())["optimizer_steps"])
 
 
 def read_shot_pool(dataset_dir: Path) -> list[Example]:
@@ -168,6 +196,9 @@ def bank(dataset_dir: Path, k: int, cfg: RetrievalConfig, seed: int, out: Path) 
         train_bank = build_bank(queries, k, scorer=cfg.scorer, bank_fraction=cfg.bank_fraction, seed=seed)
         np.save(out / "train_neighbors.npy", train_bank.neighbors)
         np.save(out / "test_neighbors.npy", retrieve_for([r.query for r in test], queries, k, scorer=cfg.scorer))
+        if (dataset_dir / "dev.jsonl").is_file():  # the probe rows of adaptive stage lengths
+            dev = read_examples(dataset_dir / "dev.jsonl")
+            np.save(out / "dev_neighbors.npy", retrieve_for([r.query for r in dev], queries, k, scorer=cfg.scorer))
     stats = {"k": k, "scorer": cfg.scorer, "bank_fraction": cfg.bank_fraction,
              "pool_size": train_bank.pool_size, "train_rows": len(train), "test_rows": len(test)}
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
@@ -181,7 +212,10 @@ def _pool_bank(dataset_dir: Path, train: list[Example], test: list[Example], k: 
     pool = read_examples(dataset_dir / "pool.jsonl")
     select = json.loads((dataset_dir / "info.json").read_text()).get("shot_select", "fixed")
     k = min(k, len(pool))
-    for split, rows in (("train", train), ("test", test)):
+    splits = [("train", train), ("test", test)]
+    if (dataset_dir / "dev.jsonl").is_file():
+        splits.append(("dev", read_examples(dataset_dir / "dev.jsonl")))
+    for split, rows in splits:
         if select == "fixed":
             neighbors = np.tile(np.arange(k, dtype=np.int64), (len(rows), 1))
         else:
@@ -224,26 +258,28 @@ def check_template_fits(template_text: str, tokenizer, model_dir: Path, what: st
 
 def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, spec: StageSpec,
           model_dir: Path, out: Path, chat: str = "off", replay: float = 0.0, final_spec: StageSpec | None = None,
-          final_template_dir: Path | None = None, seed: int = 0) -> dict:
+          final_template_dir: Path | None = None, seed: int = 0, split: str = "train") -> dict:
     """One stage's shard (``shard.parquet``) plus the same rows as OpenAI chat fine-tuning JSONL
     (``openai_chat.jsonl``: system = template, user = shots + query), the paper's path to
     closed models; the JSONL is validated against the documented format before it is kept.
     ``chat`` (auto | on | off): prompts through the model's chat template (auto: when it has one).
     ``replay`` > 0: that share of the rows (drawn from ``seed`` and the stage) is rendered in
-    ``final_spec``'s form with ``final_template_dir``'s template (``promptintern.shards.Replay``)."""
+    ``final_spec``'s form with ``final_template_dir``'s template (``promptintern.shards.Replay``).
+    ``split="dev"``: the dataset's probe rows in this stage's form, what adaptive stage lengths
+    score the stage before it on (no export)."""
     from promptintern.export import pairs_to_openai_jsonl, validate_openai_chat_jsonl
     from promptintern.models import load_tokenizer
     from promptintern.prompts import use_chat
     from promptintern.shards import Replay, render_rows, replay_rows, write_shard
 
     task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
-    train = read_examples(dataset_dir / "train.jsonl")
+    train = read_examples(dataset_dir / f"{split}.jsonl")
     template_stats = json.loads((template_dir / "stats.json").read_text()) if template_dir else {}
     template_text = read_template_text(template_dir)
     tokenizer = load_tokenizer(model_dir)
     check_template_fits(template_text, tokenizer, model_dir, f"stage {spec.stage} (tau={spec.tau})")
     as_chat = use_chat(chat, tokenizer, f"stage {spec.stage} of {task.name}")
-    pool, neighbors = read_shot_pool(dataset_dir), load_neighbors(bank_dir, "train")
+    pool, neighbors = read_shot_pool(dataset_dir), load_neighbors(bank_dir, split)
     replayed = None
     if replay > 0 and final_spec is not None and final_spec.stage != spec.stage:
         replayed = Replay(replay_rows(len(train), replay, spec.stage, seed), final_spec,
@@ -255,6 +291,8 @@ def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, s
                             "tokenizer": model_dir.name},
             chat=as_chat, replay=replayed,
         )
+        if split != "train":
+            return stats
         # the paper's closed-model path takes messages, made here from the plain-text rendering
         plain = [p for p, _ in render_rows(train, pool, neighbors, spec.k, template_text, task.format)]
         pairs_to_openai_jsonl(zip(plain, [task.format.render_target(r.target) for r in train]),
@@ -291,12 +329,22 @@ def check_rows_fit_context(model_dir: Path, shard_dir: Path, cfg: TrainSettings)
 
 
 def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora: LoraSettings,
-          cfg: TrainSettings, stage: int, out: Path, on_step=None, plan=None) -> dict:
+          cfg: TrainSettings, stage: int, out: Path, on_step=None, plan=None, probe_shard_dir: Path | None = None,
+          dataset_dir: Path | None = None, probe_generation: tuple[int, int] = (64, 8)) -> dict:
     """One stage of LoRA training; ``plan`` (a ``promptintern.curriculum.StagePlan``) sets its steps,
-    its place in the learning-rate schedule and whether the optimizer state carries on."""
+    its place in the learning-rate schedule and whether the optimizer state carries on. With
+    ``cfg.adaptive`` and a ``probe_shard_dir`` (dev rows in the next stage's form) the stage ends
+    when their score stops improving (``promptintern.probe``; generation at ``probe_generation``
+    = (max_new_tokens, batch size))."""
     from dataclasses import asdict
 
     from promptintern.train import train_stage
+
+    probe = None
+    if cfg.adaptive is not None and probe_shard_dir is not None:
+        from promptintern.probe import stage_probe
+
+        probe = stage_probe(model_dir, probe_shard_dir, dataset_dir, cfg.adaptive, cfg.max_seq_len, *probe_generation)
 
     check_rows_fit_context(model_dir, shard_dir, cfg)
     with resource_errors(f"LoRA training of stage {stage} at batch_size={cfg.batch_size}, "
@@ -305,7 +353,7 @@ def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora:
                                      "effective batch) or train.max_seq_len"):
         report = train_stage(model_dir, shard_dir / "shard.parquet", out, lora, cfg, stage,
                              init_adapter=(init_adapter_dir / "adapter") if init_adapter_dir else None,
-                             on_step=on_step, plan=plan)
+                             on_step=on_step, plan=plan, probe=probe)
     return {**asdict(report), "tokens_per_second": report.tokens_per_second}
 
 

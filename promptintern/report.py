@@ -181,8 +181,13 @@ def write_run_report(root: Path, cfg, eval_dirs: dict[str, str], stage_dirs: Seq
                    + ("a fresh optimizer and schedule per stage" if cfg.train.reset_optimizer_each_stage
                       else "one optimizer and schedule across stages")
                    + (f", steps split {list(cfg.train.stage_weights)}" if cfg.train.stage_weights else "")
+                   + (f", adaptive stage lengths ({cfg.train.adaptive.probe} probe of the next stage's form on "
+                      f"{cfg.train.adaptive.dev_rows} {cfg.probe_split()} rows every {cfg.train.adaptive.every} steps, "
+                      f"patience {cfg.train.adaptive.patience})" if cfg.train.adaptive else "")
                    + f", batch {cfg.train.batch_size} x {cfg.train.grad_accum}, train seed {cfg.train.seed}"),
-        "training": "; ".join(f"stage {s['stage']}: {s['optimizer_steps']} steps, loss {s['first_loss']:.3f}"
+        "training": "; ".join(f"stage {s['stage']}: {s['optimizer_steps']} steps"
+                              f"{' (ended by its probe, ' + str(s.get('planned_steps')) + ' planned)' if s.get('advanced_early') else ''}"
+                              f", loss {s['first_loss']:.3f}"
                               f" -> {s['final_loss']:.3f}, {s['tokens_per_second']:.0f} tok/s" for s in stages),
         "methods": "; ".join(f"{label}: {METHODS[label]}" for label in eval_dirs),
         "significance": (f"{sig['method']}, {sig['n_samples']} resamples, seed {sig['seed']}, 95% intervals, "

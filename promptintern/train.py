@@ -23,7 +23,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from promptintern.config import LoraSettings, TrainSettings
-from promptintern.curriculum import StagePlan, batches_for_steps, lr_factor, plan_batches, steps_for_epochs, warmup_steps
+from promptintern.curriculum import (StagePlan, StageProbe, batches_for_steps, lr_factor, plan_batches, should_advance,
+                                     steps_for_epochs, warmup_steps)
 from promptintern.models import load_model, load_tokenizer, set_torch_threads
 from promptintern.shards import read_shard
 
@@ -146,6 +147,9 @@ class StageReport:
     schedule_steps: int = 0
     first_lr: float = 0.0
     carried_optimizer: bool = False
+    planned_steps: int = 0
+    probe: list = field(default_factory=list)
+    advanced_early: bool = False
 
     @property
     def tokens_per_second(self) -> float:
@@ -227,6 +231,16 @@ def _load_optimizer_state(optimizer, init_adapter: str | Path | None) -> None:
     log.info("optimizer state carried over from %s", path)
 
 
+def _probe(model, probe: StageProbe) -> float:
+    """The probe's score of the model as it is now, in eval mode and without gradients."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            return float(probe.score(model))
+    finally:
+        model.train()
+
+
 def _read_log(log_path: Path, upto: int) -> list[dict]:
     """The loss log's entries up to step ``upto``: later ones were written after the checkpoint we
     resume from, and a line torn by a kill mid-write is not an entry."""
@@ -251,12 +265,15 @@ def train_stage(
     init_adapter: str | Path | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     plan: StagePlan | None = None,
+    probe: StageProbe | None = None,
 ) -> StageReport:
     """Train one stage; the adapter lands in ``work_dir/adapter``, the loss log in ``log.jsonl``.
 
     ``plan`` (``promptintern.curriculum.plan_stages``) sets the stage's optimizer steps, its place in
     the learning-rate schedule and whether the AdamW state comes from ``init_adapter``'s folder and
-    is kept for the next stage; None: ``cfg.epochs_per_stage`` passes with a schedule of its own."""
+    is kept for the next stage; None: ``cfg.epochs_per_stage`` passes with a schedule of its own.
+    ``probe`` (adaptive stage lengths): scored every ``probe.every`` steps; the stage ends before its
+    planned steps once ``should_advance`` says the scores stopped improving."""
     from tqdm.auto import tqdm
 
     set_torch_threads()
@@ -297,6 +314,8 @@ def train_stage(
     log_path.write_text("".join(json.dumps(e) + "\n" for e in kept))
     losses: list[float] = [e["loss"] for e in kept]
     lrs: list[float] = [e["lr"] for e in kept]
+    probed: list[dict] = [p for p in counters.get("probe", []) if p["step"] <= start_step]
+    advanced = False
     # whole-stage totals: a resumed run carries on the counts (and seconds) of the interrupted one
     tokens, target_tokens, padded = (counters.get(k, 0) for k in ("tokens", "target_tokens", "padded"))
     started = time.time() - counters.get("seconds", 0.0)
@@ -325,9 +344,16 @@ def train_stage(
         bar.set_postfix(loss=f"{step_loss:.3f}")
         if on_step is not None:
             on_step(step + 1, total_steps, step_loss)
+        if probe is not None and (step + 1) >= probe.min_steps and (step + 1) % probe.every == 0 \
+                and step + 1 < total_steps:
+            probed.append({"step": step + 1, "value": _probe(model, probe)})
+            log.info("stage %d step %d: probe %.4f", stage, step + 1, probed[-1]["value"])
+            advanced = should_advance([p["value"] for p in probed], probe.patience, probe.min_delta)
+        if advanced:
+            break
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total_steps:
             counters = {"tokens": tokens, "target_tokens": target_tokens, "padded": padded,
-                        "seconds": time.time() - started}
+                        "seconds": time.time() - started, "probe": probed}
             _save_checkpoint(model, optimizer, scheduler, step + 1, counters, work_dir)
     bar.close()
     model.save_pretrained(work_dir / "adapter")
@@ -338,8 +364,8 @@ def train_stage(
     report = StageReport(
         stage=stage,
         rows=len(encoded),
-        optimizer_steps=total_steps,
-        micro_batches=len(batches),
+        optimizer_steps=len(losses),
+        micro_batches=len(losses) * cfg.grad_accum,
         first_loss=losses[0],
         final_loss=losses[-1],
         mean_loss=float(np.mean(losses)),
@@ -352,6 +378,9 @@ def train_stage(
         schedule_steps=plan.schedule_steps,
         first_lr=lrs[0],
         carried_optimizer=plan.carry_optimizer,
+        planned_steps=total_steps,
+        probe=probed,
+        advanced_early=advanced,
     )
     (work_dir / "stats.json").write_text(
         json.dumps({**asdict(report), "tokens_per_second": report.tokens_per_second}, indent=2)

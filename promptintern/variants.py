@@ -38,6 +38,10 @@ promptintern-wsd               one AdamW state across the stages, warm-up-stable
                                anneal (the last 25% of steps) runs on the inference form
 promptintern-final-heavy       the step budget split 1 : 1 : 2 (the query-only stage gets half)
 promptintern-replay            mixed forms: 25% of every earlier stage's rows in the final form
+promptintern-adaptive          one AdamW state and a wsd schedule; stages 1 and 2 end when greedy
+                               BLEU of the next stage's form on 32 dev rows (the split's last)
+                               stops improving (probed every 4 steps, patience 2), within the
+                               same budget
 =============================  ==================================================================
 
 A variant that needs something the configuration does not provide (LLMLingua-2 without a
@@ -85,12 +89,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "promptintern-wsd": {"train": {"reset_optimizer_each_stage": False, "lr_schedule": "wsd"}},
     "promptintern-final-heavy": {"train": {"stage_weights": [1.0, 1.0, 2.0]}},
     "promptintern-replay": {"schedule": {"replay": 0.25}},
+    "promptintern-adaptive": {"train": {"reset_optimizer_each_stage": False, "lr_schedule": "wsd",
+                                        "adaptive": {"probe": "generate", "dev_rows": 32, "every": 4, "patience": 2}}},
 }
 
 
 # The curricula beyond the paper (the second table of the module docstring).
 CURRICULA = ("null-curriculum", "promptintern-one-optimizer", "promptintern-wsd", "promptintern-final-heavy",
-             "promptintern-replay")
+             "promptintern-replay", "promptintern-adaptive")
 
 
 class VariantUnavailable(ValueError):

@@ -52,7 +52,8 @@ CODE = {
     "banks": ("promptintern.retrieve",) + _BASE,
     "shards": ("promptintern.shards", "promptintern.prompts", "promptintern.schedule",
                "promptintern.export") + _BASE,
-    "adapters": ("promptintern.train", "promptintern.curriculum", "promptintern.config") + _BASE,
+    "adapters": ("promptintern.train", "promptintern.curriculum", "promptintern.probe", "promptintern.generate",
+                 "promptintern.config") + _BASE,
     "merged": ("promptintern.merge",) + _BASE,
     "serving": ("promptintern.serving", "promptintern.prompts", "promptintern.taskfile") + _BASE,
     "evals": ("promptintern.generate", "promptintern.evaluate", "promptintern.evaluate.common",
@@ -114,11 +115,13 @@ def prepare_model_task(root: str, spec: str, fingerprint: str) -> str:
 
 @_cached("datasets", name="load-dataset")
 def load_dataset_task(root: str, dataset: str, data_dir: str, data_digest: str, train_subset: int | None,
-                      test_split: str, test_subset: int | None, seed: int) -> str:
-    """Freeze the train/test rows of this run (subsets included) and the task template."""
+                      test_split: str, test_subset: int | None, seed: int, probe_split: str | None = None,
+                      probe_rows: int | None = None) -> str:
+    """Freeze the train/test rows of this run (subsets included), the probe rows of adaptive stage
+    lengths when asked for, and the task template."""
     params = dict(locals())
     rel = materialize("datasets", CODE["datasets"], params, lambda out: pipeline.prepare_dataset(
-        dataset, data_dir, train_subset, test_split, test_subset, seed, out))
+        dataset, data_dir, train_subset, test_split, test_subset, seed, out, probe_split, probe_rows))
     _log_json("dataset", Path(root) / rel, "info.json")
     return rel
 
@@ -147,20 +150,24 @@ def build_bank_task(root: str, dataset_dir: str, k: int, retrieval: RetrievalCon
 @_cached("shards", name="materialize-shard")
 def shard_task(root: str, dataset_dir: str, template_dir: str | None, bank_dir: str | None,
                spec: StageSpec, model_dir: str, chat: str = "off", replay: float = 0.0,
-               final_spec: StageSpec | None = None, final_template_dir: str | None = None, seed: int = 0) -> str:
+               final_spec: StageSpec | None = None, final_template_dir: str | None = None, seed: int = 0,
+               split: str = "train") -> str:
     """One stage's Parquet shard: rendered prompts (plain, or through the model's chat template),
-    targets, token counts; with ``replay``, a share of the rows in the final stage's form."""
+    targets, token counts; with ``replay``, a share of the rows in the final stage's form;
+    ``split="dev"``: the probe rows in the stage's form (adaptive stage lengths)."""
     params = dict(locals())
     return materialize("shards", CODE["shards"], params, lambda out: pipeline.shard(
         _path(root, dataset_dir), _path(root, template_dir), _path(root, bank_dir), spec,
-        _path(root, model_dir), out, chat, replay, final_spec, _path(root, final_template_dir), seed))
+        _path(root, model_dir), out, chat, replay, final_spec, _path(root, final_template_dir), seed, split))
 
 
 @_cached("adapters", name="train-stage")
 def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir: str | None,
-                     lora: LoraSettings, train: TrainSettings, plan: StagePlan) -> str:
+                     lora: LoraSettings, train: TrainSettings, plan: StagePlan, probe_shard_dir: str | None = None,
+                     dataset_dir: str | None = None, probe_generation: tuple[int, int] = (64, 8)) -> str:
     """LoRA fine-tuning on one stage's shard, starting from the previous stage's adapter (and, when
-    the plan says so, its optimizer state), for the plan's optimizer steps."""
+    the plan says so, its optimizer state), for the plan's optimizer steps; with ``train.adaptive``
+    and a probe shard (dev rows in the next stage's form), until their score stops improving."""
     params = dict(locals())
     stage = plan.stage
     logger = get_run_logger()
@@ -173,7 +180,8 @@ def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir
 
     rel = materialize("adapters", CODE["adapters"], params, lambda out: pipeline.train(
         _path(root, model_dir), _path(root, shard_dir), _path(root, init_adapter_dir), lora, train,
-        stage, out, on_step=on_step, plan=plan))
+        stage, out, on_step=on_step, plan=plan, probe_shard_dir=_path(root, probe_shard_dir),
+        dataset_dir=_path(root, dataset_dir), probe_generation=tuple(probe_generation)))
     update_progress_artifact(progress, 100.0)  # also when another run had built the folder meanwhile
     _log_json(f"stage {stage}", Path(root) / rel)
     return rel

@@ -90,3 +90,40 @@ def test_the_direct_baseline_shares_one_recipe_across_curricula():
     assert is_direct_no_template(variant_config("direct-no-template", "cpu-repro"))
     assert not is_direct_no_template(variant_config("null-curriculum", "cpu-repro"))
     assert not is_direct_no_template(variant_config("direct-template-only", "cpu-repro"))
+
+
+def test_the_adaptive_rule_advances_once_the_probe_stops_improving():
+    from promptintern.curriculum import should_advance
+
+    rising, plateau = [10.0, 11.0, 12.5, 13.0], [10.0, 12.0, 11.5, 11.9]
+    assert not any(should_advance(rising[:i], patience=2) for i in range(1, 5))
+    assert [should_advance(plateau[:i], patience=2) for i in range(1, 5)] == [False, False, False, True]
+    assert not should_advance([10.0, 12.0, 11.5, 12.5], patience=2)  # a new best resets the wait
+    assert should_advance([10.0, 12.0, 12.05, 12.08], patience=2, min_delta=0.1)  # too small to count
+    assert should_advance([10.0, 9.0], patience=1) and not should_advance([10.0], patience=1)
+
+
+def test_adaptive_plans_keep_the_budget_and_leave_later_stages_their_minimum():
+    from promptintern.curriculum import adaptive_plan
+
+    nominal = plan_stages(3, TrainSettings(batch_size=4, reset_optimizer_each_stage=False), rows=64)  # 16 x 3
+    first = adaptive_plan(nominal, 1, used=0, min_steps=4)
+    assert (first.steps, first.step_offset, first.schedule_steps) == (40, 0, 48)  # 48 - 2 x 4
+    second = adaptive_plan(nominal, 2, used=10, min_steps=4)  # stage 1 ended after 10 steps
+    assert (second.steps, second.step_offset, second.carry_optimizer) == (34, 10, True)
+    last = adaptive_plan(nominal, 3, used=30, min_steps=4)
+    assert (last.steps, last.step_offset, last.schedule_steps) == (18, 30, 48)  # the rest of the budget
+    reset = plan_stages(3, TrainSettings(batch_size=4), rows=64)
+    assert adaptive_plan(reset, 2, used=10, min_steps=4).model_dump() | {} == {
+        **reset[1].model_dump(), "steps": 34, "step_offset": 0, "schedule_steps": 34}
+    with pytest.raises(ValueError, match="train.adaptive.min_steps"):
+        adaptive_plan(nominal, 2, used=44, min_steps=4)
+
+
+def test_adaptive_stage_lengths_need_a_held_out_split_that_is_not_scored():
+    cfg = preset("tiny", {"train": {"adaptive": {"probe": "nll"}}})
+    assert cfg.probe_split() == "dev" and preset("tiny").probe_split() is None
+    with pytest.raises(ValidationError, match="eval.test_subset is not set"):
+        preset("tiny", {"train": {"adaptive": {"dev_split": "test"}}, "eval": {"test_subset": None}})
+    with pytest.raises(ValidationError, match="no held-out split"):
+        preset("tiny", {"train": {"adaptive": {"dev_split": "train"}}})

@@ -198,3 +198,27 @@ def test_a_paper_variant_is_a_parameterization_of_the_same_flow(prefect_harness,
     assert len(states["train-stage"]) == 2  # direct fine-tuning: one stage; and its query-only baseline
     rows = {r["method"]: r for r in result["rows"]}
     assert rows["promptintern"]["prompt form"] == "template x0.6 + 1-shot"
+
+
+def test_adaptive_stage_lengths_keep_the_budget_through_the_flow(prefect_harness, tiny_data_dir, tmp_path):
+    """train.adaptive: the probe rows are frozen with the dataset (the last dev rows), each stage but
+    the last is probed on the next stage's form, and the stages' steps add up to the fixed budget,
+    which is also the direct baseline's."""
+    cfg = preset("tiny", {"data_dir": str(tiny_data_dir), "train_subset": 16,
+                          "train": {"reset_optimizer_each_stage": False, "lr_schedule": "wsd",
+                                    "adaptive": {"probe": "generate", "dev_rows": 3, "every": 1, "patience": 1,
+                                                 "min_steps": 1}},
+                          "eval": {"test_subset": 2, "baseline_full_prompt": False, "baseline_query_only": False}})
+    result, states = _run(cfg, tmp_path)
+    assert all(s == "Completed" for names in states.values() for s in names)
+    run = json.loads((Path(result["run_dir"]) / "results.json").read_text())
+    stages = run["stages"]
+    assert sum(s["optimizer_steps"] for s in stages) == 12  # 3 stages x 16 rows / batch 4
+    assert [bool(s["probe"]) for s in stages] == [True, True, False]  # the last stage has no next form
+    assert all(s["step_offset"] == sum(x["optimizer_steps"] for x in stages[:i]) for i, s in enumerate(stages))
+    metrics = {m["label"]: m for m in result["metrics"]}
+    assert metrics["direct-no-template"]["train_steps"] == 12
+    dataset = next(p for p in (tmp_path / "datasets").iterdir() if not p.name.startswith("."))
+    dev = [json.loads(line) for line in (dataset / "dev.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in dev] == ["dev-1", "dev-2", "dev-3"]  # the last 3 of the 4 dev rows
+    assert len(list((tmp_path / "shards").glob("*/shard.parquet"))) == 3 + 2 + 1  # stages, probes, baseline

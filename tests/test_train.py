@@ -208,3 +208,30 @@ def test_carrying_an_optimizer_that_was_not_kept_is_an_error(tiny_model_dir, tmp
     with pytest.raises(ValueError, match="reset_optimizer_each_stage=false"):
         train_stage(tiny_model_dir, shard, tmp_path / "b", LORA, cfg, stage=2, init_adapter=tmp_path / "a" / "adapter",
                     plan=StagePlan(stage=2, steps=1, step_offset=1, schedule_steps=2, carry_optimizer=True))
+
+
+def test_a_stage_ends_when_its_probe_stops_improving(tiny_model_dir, tmp_path):
+    """Adaptive stage lengths on a synthetic metric curve: probed every 2 steps, the scores rise,
+    then fall twice (patience 2): the stage stops at the fourth probe, step 8 of 20 planned."""
+    from promptintern.curriculum import StagePlan, StageProbe
+
+    tok = load_tokenizer(tiny_model_dir)
+    rows = [Example(id=str(i), query=f"q {i}", target="ls") for i in range(8)]
+    shard = _shard(tmp_path, tok, rows)
+    curve = iter([1.0, 2.0, 1.5, 1.9, 3.0, 4.0])
+    seen = []
+
+    def score(model):
+        assert not model.training  # probed in eval mode
+        seen.append(True)
+        return next(curve)
+
+    cfg = TrainSettings(batch_size=4, checkpoint_every=100)
+    report = train_stage(tiny_model_dir, shard, tmp_path / "s", LORA, cfg, stage=1,
+                         plan=StagePlan(stage=1, steps=20, schedule_steps=20),
+                         probe=StageProbe(score=score, every=2, patience=2, min_steps=2))
+    assert report.advanced_early and report.optimizer_steps == 8 and report.planned_steps == 20
+    assert [p["step"] for p in report.probe] == [2, 4, 6, 8] and len(seen) == 4
+    stats = json.loads((tmp_path / "s" / "stats.json").read_text())
+    assert stats["optimizer_steps"] == 8 and stats["advanced_early"]
+    assert (tmp_path / "s" / "adapter" / "adapter_model.safetensors").is_file()
