@@ -29,8 +29,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.logging import get_run_logger
 
 from promptintern.config import CompressionConfig, RunConfig, preset as load_preset
-from promptintern.curriculum import (adaptive_plan, direct_train_settings, is_direct_no_template, plan_stages,
-                                     single_stage_plan)
+from promptintern.curriculum import (adaptive_plan, direct_train_settings, is_direct_no_template,
+                                     one_stage_recipe, plan_stages, single_stage_plan)
 from promptintern.data import dataset_digest
 from promptintern.datasets import get_task
 from promptintern.models import model_fingerprint
@@ -47,6 +47,7 @@ from tasks.steps import (
     prepare_model_task,
     serving_task,
     shard_task,
+    teacher_logits_task,
     train_stage_task,
 )
 
@@ -93,6 +94,19 @@ def in_repo(path: str) -> str:
 def artifact_slug(text: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-") or "run"
+
+
+def _teacher(opts: dict, root: str, model: str, full_shard: str, cfg: RunConfig, budget: int,
+             stage1: str | None = None) -> str:
+    """The teacher-logits folder of ``train.distill.teacher``: the untuned model, the stage-1 adapter,
+    or a model fine-tuned on the full prompt for the run's budget (the direct-template-kshot model
+    at equal steps, shared with that variant's cache entry), each reading the full-prompt rows."""
+    adapter = stage1
+    if cfg.train.distill.teacher == "full-prompt-ft":
+        adapter = train_stage_task.with_options(**opts)(root, model, full_shard, None, cfg.lora,
+                                                        direct_train_settings(cfg.train), single_stage_plan(budget))
+    return teacher_logits_task.with_options(**opts)(root, model, adapter, full_shard, cfg.train.distill.top_k,
+                                                    cfg.train.max_seq_len)
 
 
 @task(name="report")
@@ -149,13 +163,14 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
         compressor = prepare_model_task.with_options(**opts)(root, cfg.compression.model, compressor_print)
 
     # One compressed template per distinct rate (1 = verbatim, 0 = no template at all).
-    taus = {s.tau for s in stages} | ({1.0} if cfg.eval.baseline_full_prompt else set())
+    full_prompt = cfg.eval.baseline_full_prompt or cfg.train.distill is not None  # a form some box reads
+    taus = {s.tau for s in stages} | ({1.0} if full_prompt else set())
     futures = {
         tau: compress_template_task.with_options(**opts).submit(
             root, dataset, tau, cfg.compression if tau < 1.0 else VERBATIM, compressor)
         for tau in sorted(taus, reverse=True) if tau > 0.0
     }
-    k_max = max([s.k for s in stages] + [cfg.schedule.k0 if cfg.eval.baseline_full_prompt else 0])
+    k_max = max([s.k for s in stages] + [cfg.schedule.k0 if full_prompt else 0])
     bank_future = build_bank_task.with_options(**opts).submit(root, dataset, k_max, cfg.retrieval, cfg.seed) if k_max else None
     templates: dict[float, str | None] = {tau: f.result() for tau, f in futures.items()} | {0.0: None}
     bank = bank_future.result() if bank_future is not None else None
@@ -175,7 +190,18 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
     plans = plan_stages(len(stages), cfg.train, train_rows(Path(root) / dataset))
     # a one-stage run reads none of the multi-stage settings: leave them out of its cache key, so
     # the direct-no-template variant and every run's equal-steps baseline are one model
-    recipe = cfg.train if len(stages) > 1 else direct_train_settings(cfg.train)
+    recipe = cfg.train if len(stages) > 1 else one_stage_recipe(cfg.train)
+    budget = sum(p.steps for p in plans)
+
+    # context distillation (train.distill): the teacher's answer logits on the full-prompt rows, a
+    # box of their own, read by the stages whose rows are in the inference form
+    teacher, full_shard = None, None
+    if cfg.train.distill is not None:
+        full_spec = StageSpec(stage=1, tau=1.0, k=cfg.schedule.k0)
+        full_shard = shard_task.with_options(**opts)(root, dataset, templates[1.0], bank if full_spec.k else None,
+                                                     full_spec, model, chat)
+        if cfg.train.distill.teacher != "stage1":
+            teacher = _teacher(opts, root, model, full_shard, cfg, budget)
     # adaptive stage lengths: a stage ends when the next stage's form stops improving on the probe
     # rows (dev rows in that form, one shard per later stage); the budget stays the plans' sum
     probes = {s.stage - 1: shard_task.with_options(**opts).submit(
@@ -190,10 +216,14 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
             plan = adaptive_plan(plans, plan.stage, used, adaptive.min_steps)
             extra = dict(probe_shard_dir=probes[plan.stage].result() if plan.stage in probes else None,
                          dataset_dir=dataset, probe_generation=(cfg.eval.max_new_tokens, cfg.eval.batch_size))
+        if teacher is not None and (plan.stage == len(stages) or cfg.schedule.replay):
+            extra |= dict(teacher_dir=teacher, distill_form=(inference.tau, inference.k))
         adapter = train_stage_task.with_options(**opts)(root, model, shard.result(), adapter, cfg.lora, recipe, plan,
                                                         **extra)
         used += stage_steps(Path(root) / adapter)
         stage_dirs.append(adapter)
+        if cfg.train.distill is not None and teacher is None:  # the stage-1 adapter teaches the stages after it
+            teacher = _teacher(opts, root, model, full_shard, cfg, budget, stage1=adapter)
     merged = merge_task.with_options(**opts)(root, model, adapter)
     serving = serving_task.with_options(**opts)(root, merged, dataset, templates[inference.tau], inference.k,
                                                 cfg.eval.max_new_tokens, chat)

@@ -11,7 +11,8 @@ Presets (sizes chosen for 2 CPU cores unless stated):
 
 * ``tiny``     the locally built random model, a handful of rows: the end-to-end tests (seconds).
 * ``cpu-demo`` SmolLM2-135M on NL2Bash, 3 stages (k 2-1-0, tau 1 -> 0), 64 training rows,
-               the first 40 test rows: about 20 minutes on 2 cores.
+               the first 40 test rows, beside fine-tuning on the query alone at equal steps:
+               6 minutes of flow on 2 cores (361 s measured) after set-up.
 * ``cpu-repro`` docs/results.md (``python -m flows.reproduce``): SmolLM2-135M, 64 training rows, k 2-1-0,
                the same optimizer steps for every variant (3 passes over the rows, split over the
                stages), the first 300 test rows (NL2Bash) / all 500 test tasks (MBPP): hours on 2 cores.
@@ -154,6 +155,19 @@ class AdaptiveSettings(_Strict):
     min_steps: int = Field(4, ge=1, description="steps every stage trains at least (so later stages keep some)")
 
 
+class DistillSettings(_Strict):
+    """Context distillation (``promptintern.distill``): rows in the inference form also match the answer
+    distribution a teacher gives with the full prompt (Snell et al. 2022)."""
+
+    teacher: Literal["base", "stage1", "full-prompt-ft"] = Field(
+        "full-prompt-ft", description="the untuned model with the full prompt (base), the adapter after stage 1 "
+                                      "(stage1), or a model fine-tuned on the full prompt for the run's budget "
+                                      "(full-prompt-ft: the direct-template-kshot model)")
+    weight: float = Field(1.0, ge=0.0, description="loss = cross-entropy + weight * T^2 * KL")
+    temperature: float = Field(2.0, gt=0.0, description="T: both distributions are softened by it")
+    top_k: int = Field(64, ge=1, description="teacher tokens kept per answer position (the KL runs over them)")
+
+
 class TrainSettings(_Strict):
     epochs_per_stage: float = Field(1.0, gt=0.0, description="passes over the shard per stage")
     total_epochs: float | None = Field(
@@ -181,6 +195,9 @@ class TrainSettings(_Strict):
                               "last decay_ratio of the steps), or constant (promptintern.curriculum)")
     decay_ratio: float = Field(0.25, gt=0.0, le=1.0, description="lr_schedule=wsd: share of the steps in the "
                                                                  "final decay")
+    distill: DistillSettings | None = Field(
+        None, description="context distillation from a full-prompt teacher on the rows in the inference form; "
+                          "None: cross-entropy only")
     adaptive: AdaptiveSettings | None = Field(
         None, description="adaptive stage lengths: a stage ends when the next stage's form stops improving on "
                           "dev rows; None: fixed lengths (stage_weights / epochs)")
@@ -279,6 +296,14 @@ class RunConfig(_Strict):
                              f"set: stage lengths chosen on the scored rows would be scored on what chose them; "
                              f"probe another split, or score a subset (eval.test_subset)")
         return split
+
+    @model_validator(mode="after")
+    def _stage1_teacher_needs_a_later_stage(self) -> RunConfig:
+        distill = self.train.distill
+        if distill is not None and distill.teacher == "stage1" and self.schedule.num_stages < 2:
+            raise ValueError("train.distill.teacher='stage1' teaches the stages after stage 1, and "
+                             f"schedule.num_stages={self.schedule.num_stages}: use teacher base or full-prompt-ft")
+        return self
 
     @model_validator(mode="after")
     def _one_weight_per_stage(self) -> RunConfig:

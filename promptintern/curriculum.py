@@ -188,14 +188,22 @@ def lr_factor(step: int, total: int, warmup: int, kind: str = "linear", decay_ra
 
 
 def is_direct_no_template(cfg) -> bool:
-    """Whether a ``RunConfig`` is itself plain fine-tuning on the query alone (one query-only stage)."""
+    """Whether a ``RunConfig`` is itself plain fine-tuning on the query alone (one query-only stage,
+    cross-entropy only)."""
     stages = cfg.schedule.stages()
-    return len(stages) == 1 and stages[0].tau == 0.0 and stages[0].k == 0
+    return len(stages) == 1 and stages[0].tau == 0.0 and stages[0].k == 0 and cfg.train.distill is None
+
+
+def one_stage_recipe(train):
+    """A training recipe as a one-stage run reads it: the settings only a multi-stage run reads are
+    set to their defaults (the plan carries the steps), so runs that differ only there share one
+    model (one cache entry)."""
+    return train.model_copy(update={"stage_weights": None, "total_epochs": None, "epochs_per_stage": 1.0,
+                                    "reset_optimizer_each_stage": True, "adaptive": None})
 
 
 def direct_train_settings(train):
-    """The run's training recipe for its one-stage baseline: the settings that only a multi-stage
-    run reads are set to their defaults, so every curriculum with the same recipe and budget shares
-    one baseline model (one cache entry)."""
-    return train.model_copy(update={"stage_weights": None, "total_epochs": None, "epochs_per_stage": 1.0,
-                                    "reset_optimizer_each_stage": True, "adaptive": None})
+    """The run's recipe for its one-stage baselines (direct-no-template at equal steps, the
+    full-prompt teacher): plain cross-entropy, so every curriculum with the same recipe and budget
+    shares one baseline model."""
+    return one_stage_recipe(train).model_copy(update={"distill": None})

@@ -330,13 +330,17 @@ def check_rows_fit_context(model_dir: Path, shard_dir: Path, cfg: TrainSettings)
 
 def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora: LoraSettings,
           cfg: TrainSettings, stage: int, out: Path, on_step=None, plan=None, probe_shard_dir: Path | None = None,
-          dataset_dir: Path | None = None, probe_generation: tuple[int, int] = (64, 8)) -> dict:
+          dataset_dir: Path | None = None, probe_generation: tuple[int, int] = (64, 8),
+          teacher_dir: Path | None = None, distill_form: tuple[float, int] | None = None) -> dict:
     """One stage of LoRA training; ``plan`` (a ``promptintern.curriculum.StagePlan``) sets its steps,
     its place in the learning-rate schedule and whether the optimizer state carries on. With
     ``cfg.adaptive`` and a ``probe_shard_dir`` (dev rows in the next stage's form) the stage ends
     when their score stops improving (``promptintern.probe``; generation at ``probe_generation``
-    = (max_new_tokens, batch size))."""
+    = (max_new_tokens, batch size)). With ``cfg.distill`` and a ``teacher_dir`` (the teacher-logits
+    box), rows in ``distill_form`` also learn the teacher's answer distribution."""
     from dataclasses import asdict
+
+    from promptintern.distill import TeacherLogits
 
     from promptintern.train import train_stage
 
@@ -353,8 +357,22 @@ def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora:
                                      "effective batch) or train.max_seq_len"):
         report = train_stage(model_dir, shard_dir / "shard.parquet", out, lora, cfg, stage,
                              init_adapter=(init_adapter_dir / "adapter") if init_adapter_dir else None,
-                             on_step=on_step, plan=plan, probe=probe)
+                             on_step=on_step, plan=plan, probe=probe,
+                             teacher=TeacherLogits(teacher_dir) if cfg.distill and teacher_dir else None,
+                             distill_form=tuple(distill_form) if distill_form else None)
     return {**asdict(report), "tokens_per_second": report.tokens_per_second}
+
+
+def teacher_logits(model_dir: Path, adapter_dir: Path | None, shard_dir: Path, top_k: int, max_seq_len: int,
+                   out: Path) -> dict:
+    """The teacher's top-k answer logits for every row of ``shard_dir`` (the full-prompt form), for
+    context distillation (``promptintern.teacher``); ``adapter_dir``: a trained stage's folder."""
+    from promptintern.teacher import write_teacher_logits
+
+    with resource_errors("computing the teacher's answer logits", out,
+                         memory_hint="lower train.distill.top_k or train.max_seq_len"):
+        return write_teacher_logits(model_dir, (adapter_dir / "adapter") if adapter_dir else None,
+                                    shard_dir / "shard.parquet", out, top_k, max_seq_len)
 
 
 def merge(model_dir: Path, adapter_dir: Path, out: Path) -> dict:

@@ -85,7 +85,9 @@ PARTS: dict[str, Part] = {
             ("Direct fine-tuning", (NONE,)),
             ("PromptIntern (paper)", ("promptintern",)),
             ("Curricula", ("null-curriculum", "promptintern-one-optimizer", "promptintern-wsd",
-                           "promptintern-final-heavy", "promptintern-replay", "promptintern-adaptive")),
+                           "promptintern-final-heavy", "promptintern-replay", "promptintern-adaptive",
+                           "promptintern-distill")),
+            ("Context distillation", ("context-distillation",)),
         ), note="Every row: 64 training rows, the same optimizer steps; scored on the first 300 rows of "
                 "the dev split, which chooses the settings (the test split is scored once per final "
                 "configuration). null-curriculum: PromptIntern's stages and restarts, every stage query-only."),

@@ -33,6 +33,7 @@ import torch
 from promptintern.config import LoraSettings, TrainSettings
 from promptintern.curriculum import (StagePlan, StageProbe, batches_for_steps, lr_factor, plan_batches, should_advance,
                                      steps_for_epochs, warmup_steps)
+from promptintern.distill import TeacherLogits, distill_loss
 from promptintern.models import load_model, load_tokenizer, set_torch_threads
 from promptintern.shards import read_shard
 
@@ -46,7 +47,7 @@ CHECKPOINT_NEXT, CHECKPOINT_PREV = CHECKPOINT + ".tmp", CHECKPOINT + ".old"
 # The AdamW state a stage leaves for the next when one optimizer runs across stages
 # (``train.reset_optimizer_each_stage: false``), beside the adapter in the stage's folder.
 OPTIMIZER_STATE = "optimizer.pt"
-__all__ = ["plan_batches", "train_stage", "encode_row", "collate", "target_loss"]
+__all__ = ["plan_batches", "train_stage", "encode_row", "collate", "target_loss", "target_logits"]
 
 
 def encode_row(tokenizer, prompt: str, target: str, max_seq_len: int) -> tuple[list[int], list[int]]:
@@ -85,7 +86,17 @@ def shared_prefix_len(batch: dict[str, torch.Tensor], min_len: int = 16) -> int:
 
 
 def target_loss(model, batch: dict[str, torch.Tensor], share_prefix: bool = True) -> torch.Tensor:
-    """Mean cross-entropy over target tokens, projecting only those positions onto the vocabulary.
+    """Mean cross-entropy over target tokens, projecting only those positions onto the vocabulary
+    (``target_logits``)."""
+    logits, targets, _ = target_logits(model, batch, share_prefix)
+    return torch.nn.functional.cross_entropy(logits.float(), targets)
+
+
+def target_logits(model, batch: dict[str, torch.Tensor],
+                  share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits at the positions that predict target tokens, the tokens they predict, and the mask
+    ``keep`` [rows, positions] they were taken at (row by row, in order: row r's j-th logit predicts
+    its j-th target token).
 
     Equal to ``model(**batch).loss`` (a test checks it), but the LM head (576 x 49,152 for
     SmolLM2, a fifth of the model's FLOPs per token) runs on the ~5% of positions that are
@@ -113,7 +124,7 @@ def target_loss(model, batch: dict[str, torch.Tensor], share_prefix: bool = True
     labels = labels[:, 1:]
     keep = labels != IGNORE_INDEX
     logits = base.get_output_embeddings()(hidden[:, :-1][keep])
-    return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
+    return logits, labels[keep], keep
 
 
 def collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -231,6 +242,24 @@ def _load_optimizer_state(optimizer, init_adapter: str | Path | None) -> None:
     log.info("optimizer state carried over from %s", path)
 
 
+def _distill_term(logits, keep, batch_rows, distilled, row_ids, teacher: TeacherLogits, temperature: float):
+    """The distillation loss on the batch's rows in the distilled form (their positions among the
+    target logits, row by row), against their teacher entries."""
+    counts = keep.sum(dim=1).tolist()
+    select, indices, teacher_logits = [], [], []
+    for r, i in enumerate(batch_rows):
+        select += [distilled[i]] * counts[r]
+        if distilled[i]:
+            idx, val = teacher.get(row_ids[i])
+            if idx.shape[0] != counts[r]:
+                raise ValueError(f"row {row_ids[i]}: the teacher logits cover {idx.shape[0]} answer tokens, the "
+                                 f"shard's answer has {counts[r]}: they were made from other rows")
+            indices.append(idx)
+            teacher_logits.append(val)
+    mask = torch.tensor(select, dtype=torch.bool)
+    return distill_loss(logits[mask], torch.cat(indices), torch.cat(teacher_logits), temperature)
+
+
 def _probe(model, probe: StageProbe) -> float:
     """The probe's score of the model as it is now, in eval mode and without gradients."""
     model.eval()
@@ -266,6 +295,8 @@ def train_stage(
     on_step: Callable[[int, int, float], None] | None = None,
     plan: StagePlan | None = None,
     probe: StageProbe | None = None,
+    teacher: TeacherLogits | None = None,
+    distill_form: tuple[float, int] | None = None,
 ) -> StageReport:
     """Train one stage; the adapter lands in ``work_dir/adapter``, the loss log in ``log.jsonl``.
 
@@ -273,7 +304,9 @@ def train_stage(
     the learning-rate schedule and whether the AdamW state comes from ``init_adapter``'s folder and
     is kept for the next stage; None: ``cfg.epochs_per_stage`` passes with a schedule of its own.
     ``probe`` (adaptive stage lengths): scored every ``probe.every`` steps; the stage ends before its
-    planned steps once ``should_advance`` says the scores stopped improving."""
+    planned steps once ``should_advance`` says the scores stopped improving.
+    ``teacher`` (context distillation, ``cfg.distill``): rows in ``distill_form`` (the inference form,
+    (tau, k)) also match the teacher's answer distribution (``promptintern.distill``)."""
     from tqdm.auto import tqdm
 
     set_torch_threads()
@@ -282,6 +315,11 @@ def train_stage(
     seed = cfg.seed + 1000 * stage
     tokenizer = load_tokenizer(model_dir)
     table = read_shard(Path(shard_path))
+    row_ids = table.column("id").to_pylist()
+    forms = list(zip(table.column("tau").to_pylist(), table.column("k").to_pylist()))
+    distilled = [teacher is not None and distill_form is not None and abs(tau - distill_form[0]) < 1e-6
+                 and k == distill_form[1] and teacher.get(row_id) is not None
+                 for row_id, (tau, k) in zip(row_ids, forms)]
     encoded = [
         encode_row(tokenizer, p, t, cfg.max_seq_len)
         for p, t in zip(table.column("prompt").to_pylist(), table.column("target").to_pylist())
@@ -325,7 +363,11 @@ def train_stage(
         step_loss = 0.0
         for batch_rows in micro:
             batch = collate([encoded[i] for i in batch_rows], tokenizer.pad_token_id)
-            loss = target_loss(model, batch, share_prefix=cfg.share_prompt_prefix)
+            logits, targets, keep = target_logits(model, batch, share_prefix=cfg.share_prompt_prefix)
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+            if any(distilled[i] for i in batch_rows):
+                loss = loss + cfg.distill.weight * _distill_term(logits, keep, batch_rows, distilled, row_ids,
+                                                                 teacher, cfg.distill.temperature)
             (loss / len(micro)).backward()
             step_loss += loss.item() / len(micro)
             tokens += int(batch["attention_mask"].sum())

@@ -42,6 +42,11 @@ promptintern-adaptive          one AdamW state and a wsd schedule; stages 1 and 
                                BLEU of the next stage's form on 32 dev rows (the split's last)
                                stops improving (probed every 4 steps, patience 2), within the
                                same budget
+promptintern-distill           context distillation in the query-only stage: its answers also
+                               match (KL at T = 2) those of the model fine-tuned on the full prompt
+                               for the same budget (Snell et al. 2022)
+context-distillation           one query-only stage with that distillation: Snell et al.'s recipe
+                               without PromptIntern's stages
 =============================  ==================================================================
 
 A variant that needs something the configuration does not provide (LLMLingua-2 without a
@@ -91,12 +96,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "promptintern-replay": {"schedule": {"replay": 0.25}},
     "promptintern-adaptive": {"train": {"reset_optimizer_each_stage": False, "lr_schedule": "wsd",
                                         "adaptive": {"probe": "generate", "dev_rows": 32, "every": 4, "patience": 2}}},
+    "promptintern-distill": {"train": {"distill": {"teacher": "full-prompt-ft"}}},
+    "context-distillation": {"schedule": {"num_stages": 1, "tau0": 0.0, "absorb_examples": False},
+                             "train": {"distill": {"teacher": "full-prompt-ft"}}},
 }
 
 
 # The curricula beyond the paper (the second table of the module docstring).
 CURRICULA = ("null-curriculum", "promptintern-one-optimizer", "promptintern-wsd", "promptintern-final-heavy",
-             "promptintern-replay", "promptintern-adaptive")
+             "promptintern-replay", "promptintern-adaptive", "promptintern-distill", "context-distillation")
 
 
 class VariantUnavailable(ValueError):

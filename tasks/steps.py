@@ -53,7 +53,8 @@ CODE = {
     "shards": ("promptintern.shards", "promptintern.prompts", "promptintern.schedule",
                "promptintern.export") + _BASE,
     "adapters": ("promptintern.train", "promptintern.curriculum", "promptintern.probe", "promptintern.generate",
-                 "promptintern.config") + _BASE,
+                 "promptintern.distill", "promptintern.config") + _BASE,
+    "teachers": ("promptintern.teacher", "promptintern.train") + _BASE,
     "merged": ("promptintern.merge",) + _BASE,
     "serving": ("promptintern.serving", "promptintern.prompts", "promptintern.taskfile") + _BASE,
     "evals": ("promptintern.generate", "promptintern.evaluate", "promptintern.evaluate.common",
@@ -164,7 +165,8 @@ def shard_task(root: str, dataset_dir: str, template_dir: str | None, bank_dir: 
 @_cached("adapters", name="train-stage")
 def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir: str | None,
                      lora: LoraSettings, train: TrainSettings, plan: StagePlan, probe_shard_dir: str | None = None,
-                     dataset_dir: str | None = None, probe_generation: tuple[int, int] = (64, 8)) -> str:
+                     dataset_dir: str | None = None, probe_generation: tuple[int, int] = (64, 8),
+                     teacher_dir: str | None = None, distill_form: tuple[float, int] | None = None) -> str:
     """LoRA fine-tuning on one stage's shard, starting from the previous stage's adapter (and, when
     the plan says so, its optimizer state), for the plan's optimizer steps; with ``train.adaptive``
     and a probe shard (dev rows in the next stage's form), until their score stops improving."""
@@ -181,9 +183,22 @@ def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir
     rel = materialize("adapters", CODE["adapters"], params, lambda out: pipeline.train(
         _path(root, model_dir), _path(root, shard_dir), _path(root, init_adapter_dir), lora, train,
         stage, out, on_step=on_step, plan=plan, probe_shard_dir=_path(root, probe_shard_dir),
-        dataset_dir=_path(root, dataset_dir), probe_generation=tuple(probe_generation)))
+        dataset_dir=_path(root, dataset_dir), probe_generation=tuple(probe_generation),
+        teacher_dir=_path(root, teacher_dir), distill_form=distill_form))
     update_progress_artifact(progress, 100.0)  # also when another run had built the folder meanwhile
     _log_json(f"stage {stage}", Path(root) / rel)
+    return rel
+
+
+@_cached("teachers", name="teacher-logits")
+def teacher_logits_task(root: str, model_dir: str, adapter_dir: str | None, shard_dir: str, top_k: int,
+                        max_seq_len: int) -> str:
+    """The distillation teacher's top-k answer logits on the full-prompt rows: computed once, read
+    by every stage that distills."""
+    params = dict(locals())
+    rel = materialize("teachers", CODE["teachers"], params, lambda out: pipeline.teacher_logits(
+        _path(root, model_dir), _path(root, adapter_dir), _path(root, shard_dir), top_k, max_seq_len, out))
+    _log_json("teacher logits", Path(root) / rel)
     return rel
 
 

@@ -222,3 +222,28 @@ def test_adaptive_stage_lengths_keep_the_budget_through_the_flow(prefect_harness
     dev = [json.loads(line) for line in (dataset / "dev.jsonl").read_text().splitlines()]
     assert [r["id"] for r in dev] == ["dev-1", "dev-2", "dev-3"]  # the last 3 of the 4 dev rows
     assert len(list((tmp_path / "shards").glob("*/shard.parquet"))) == 3 + 2 + 1  # stages, probes, baseline
+
+
+def test_context_distillation_runs_its_teacher_once_as_a_box(prefect_harness, tiny_data_dir, tmp_path):
+    """promptintern-distill: the full-prompt teacher (direct-template-kshot at the run's budget) is
+    trained and its answer logits computed once; context-distillation (one query-only stage) reads
+    both from the cache, and is compared with plain fine-tuning on the query."""
+    from flows.dag import promptintern
+
+    common = {"data_dir": str(tiny_data_dir), "train_subset": 8, "train": {"total_epochs": 3.0},
+              "eval": {"test_subset": 2, "baseline_full_prompt": False, "baseline_query_only": False}}
+    states = {}
+    for variant in ("promptintern-distill", "context-distillation"):
+        state = promptintern(preset="tiny", variant=variant, overrides=common, artifact_root=str(tmp_path),
+                             return_state=True)
+        result = state.result()
+        states[variant] = _task_states(state.state_details.flow_run_id)
+        assert [m["label"] for m in result["metrics"]] == ["promptintern", "direct-no-template"]
+    assert states["promptintern-distill"]["teacher-logits"] == ["Completed"]
+    assert states["context-distillation"]["teacher-logits"] == ["Cached"]
+    # distill: 3 stages + the teacher + the direct baseline; context distillation: 1 stage, the
+    # teacher and the baseline read from the cache
+    assert len(states["promptintern-distill"]["train-stage"]) == 5
+    assert sorted(states["context-distillation"]["train-stage"]) == ["Cached", "Cached", "Completed"]
+    teacher = next(p for p in (tmp_path / "teachers").iterdir() if not p.name.startswith("."))
+    assert json.loads((teacher / "stats.json").read_text())["rows"] == 8

@@ -124,15 +124,15 @@ OOM_ERRORS = {
 
 def _oom_at_call(monkeypatch, n: int, error: BaseException) -> None:
     """The n-th training step (1-based) runs out of memory, and every one after it."""
-    real, calls = train_module.target_loss, []
+    real, calls = train_module.target_logits, []
 
-    def target_loss(model, batch, **options):
+    def target_logits(model, batch, **options):
         calls.append(1)
         if len(calls) >= n:
             raise error
         return real(model, batch, **options)
 
-    monkeypatch.setattr(train_module, "target_loss", target_loss)
+    monkeypatch.setattr(train_module, "target_logits", target_logits)
 
 
 @pytest.mark.parametrize("case", sorted(OOM_ERRORS))
