@@ -105,8 +105,9 @@ def _teacher(opts: dict, root: str, model: str, full_shard: str, cfg: RunConfig,
     if cfg.train.distill.teacher == "full-prompt-ft":
         adapter = train_stage_task.with_options(**opts)(root, model, full_shard, None, cfg.lora,
                                                         direct_train_settings(cfg.train), single_stage_plan(budget))
-    return teacher_logits_task.with_options(**opts)(root, model, adapter, full_shard, cfg.train.distill.top_k,
-                                                    cfg.train.max_seq_len)
+    distill = cfg.train.distill
+    return teacher_logits_task.with_options(**opts)(root, model, adapter, full_shard, distill.top_k,
+                                                    cfg.train.max_seq_len, distill.temperature)
 
 
 @task(name="report")

@@ -364,7 +364,7 @@ def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora:
 
 
 def teacher_logits(model_dir: Path, adapter_dir: Path | None, shard_dir: Path, top_k: int, max_seq_len: int,
-                   out: Path) -> dict:
+                   temperature: float, out: Path) -> dict:
     """The teacher's top-k answer logits for every row of ``shard_dir`` (the full-prompt form), for
     context distillation (``promptintern.teacher``); ``adapter_dir``: a trained stage's folder."""
     from promptintern.teacher import write_teacher_logits
@@ -372,7 +372,7 @@ def teacher_logits(model_dir: Path, adapter_dir: Path | None, shard_dir: Path, t
     with resource_errors("computing the teacher's answer logits", out,
                          memory_hint="lower train.distill.top_k or train.max_seq_len"):
         return write_teacher_logits(model_dir, (adapter_dir / "adapter") if adapter_dir else None,
-                                    shard_dir / "shard.parquet", out, top_k, max_seq_len)
+                                    shard_dir / "shard.parquet", out, top_k, max_seq_len, temperature)
 
 
 def merge(model_dir: Path, adapter_dir: Path, out: Path) -> dict:

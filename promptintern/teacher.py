@@ -15,7 +15,7 @@ import torch
 
 @torch.no_grad()
 def write_teacher_logits(model_dir: Path, adapter: Path | None, shard: Path, out: Path, top_k: int,
-                         max_seq_len: int, batch_size: int = 4) -> dict:
+                         max_seq_len: int, temperature: float, batch_size: int = 4) -> dict:
     """The teacher's top-k logits at every answer token of every row of ``shard`` (the rows in the
     teacher's prompt form), into ``out`` (see the module docstring)."""
     from tqdm.auto import tqdm
@@ -36,20 +36,26 @@ def write_teacher_logits(model_dir: Path, adapter: Path | None, shard: Path, out
     ids = table.column("id").to_pylist()
     rows = [encode_row(tokenizer, p, t, max_seq_len)
             for p, t in zip(table.column("prompt").to_pylist(), table.column("target").to_pylist())]
-    counts, indices, logits = [], [], []
+    counts, indices, logits, logz = [], [], [], []
     for start in tqdm(range(0, len(rows), batch_size), desc="teacher logits", unit="batch", leave=False):
         batch = collate(rows[start:start + batch_size], tokenizer.pad_token_id)
         out_logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         keep = batch["labels"][:, 1:] != IGNORE_INDEX
         for r in range(keep.shape[0]):
-            top = out_logits[r][keep[r]].float().topk(top_k, dim=-1)
+            answer = out_logits[r][keep[r]].float()
+            top = answer.topk(top_k, dim=-1)
             counts.append(int(keep[r].sum()))
             indices.append(top.indices.to(torch.int32).numpy())
             logits.append(top.values.numpy())
+            logz.append(torch.logsumexp(answer / temperature, dim=-1).numpy())
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    np.savez(out / "teacher.npz", offsets=offsets, indices=np.concatenate(indices), logits=np.concatenate(logits))
+    top_logits, all_logz = np.concatenate(logits), np.concatenate(logz)
+    np.savez(out / "teacher.npz", offsets=offsets, indices=np.concatenate(indices), logits=top_logits,
+             logz=all_logz, temperature=np.float32(temperature))
     (out / "ids.json").write_text(json.dumps(ids))
-    stats = {"rows": len(ids), "answer_tokens": int(offsets[-1]), "top_k": top_k,
+    covered = np.exp(np.logaddexp.reduce(top_logits / temperature, axis=-1) - all_logz)
+    stats = {"rows": len(ids), "answer_tokens": int(offsets[-1]), "top_k": top_k, "temperature": temperature,
+             "mass_outside_top_k": {"mean": float(1 - covered.mean()), "max": float(1 - covered.min())},
              "teacher": model_dir.name + (f" + adapter {adapter.parent.name}" if adapter is not None else "")}
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats

@@ -246,18 +246,20 @@ def _distill_term(logits, keep, batch_rows, distilled, row_ids, teacher: Teacher
     """The distillation loss on the batch's rows in the distilled form (their positions among the
     target logits, row by row), against their teacher entries."""
     counts = keep.sum(dim=1).tolist()
-    select, indices, teacher_logits = [], [], []
+    select, entries = [], []
     for r, i in enumerate(batch_rows):
         select += [distilled[i]] * counts[r]
         if distilled[i]:
-            idx, val = teacher.get(row_ids[i])
-            if idx.shape[0] != counts[r]:
-                raise ValueError(f"row {row_ids[i]}: the teacher logits cover {idx.shape[0]} answer tokens, the "
-                                 f"shard's answer has {counts[r]}: they were made from other rows")
-            indices.append(idx)
-            teacher_logits.append(val)
+            entry = teacher.get(row_ids[i])
+            if entry[0].shape[0] != counts[r]:
+                raise ValueError(f"row {row_ids[i]}: the teacher logits cover {entry[0].shape[0]} answer tokens, "
+                                 f"the shard's answer has {counts[r]}: they were made from other rows")
+            entries.append(entry)
+    if abs(teacher.temperature - temperature) > 1e-6:
+        raise ValueError(f"the teacher logits were made at T={teacher.temperature}, train.distill.temperature="
+                         f"{temperature}")
     mask = torch.tensor(select, dtype=torch.bool)
-    return distill_loss(logits[mask], torch.cat(indices), torch.cat(teacher_logits), temperature)
+    return distill_loss(logits[mask], *(torch.cat(parts) for parts in zip(*entries)), temperature)
 
 
 def _probe(model, probe: StageProbe) -> float:

@@ -192,12 +192,13 @@ def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir
 
 @_cached("teachers", name="teacher-logits")
 def teacher_logits_task(root: str, model_dir: str, adapter_dir: str | None, shard_dir: str, top_k: int,
-                        max_seq_len: int) -> str:
+                        max_seq_len: int, temperature: float) -> str:
     """The distillation teacher's top-k answer logits on the full-prompt rows: computed once, read
     by every stage that distills."""
     params = dict(locals())
     rel = materialize("teachers", CODE["teachers"], params, lambda out: pipeline.teacher_logits(
-        _path(root, model_dir), _path(root, adapter_dir), _path(root, shard_dir), top_k, max_seq_len, out))
+        _path(root, model_dir), _path(root, adapter_dir), _path(root, shard_dir), top_k, max_seq_len, temperature,
+        out))
     _log_json("teacher logits", Path(root) / rel)
     return rel
 
