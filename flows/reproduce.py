@@ -163,10 +163,13 @@ def _draw_plot(part: Part, record: dict, doc_path: Path) -> str:
 
 @flow(name="promptintern-reproduce", log_prints=True)
 def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, Any] | None = None,
-              artifact_root: str = "artifacts", doc: str | None = None, resume: bool = False) -> dict:
+              artifact_root: str = "artifacts", doc: str | None = None, resume: bool = False,
+              extra_seeds: tuple[int, ...] = ()) -> dict:
     """Run every variant of ``part`` (``promptintern.results.PARTS``) on ``preset`` and rewrite the
     part's tables in ``doc`` (default docs/results.md) after each one. ``resume``: keep the completed
-    rows of the existing record whose config digest is unchanged instead of running them again."""
+    rows of the existing record whose config digest is unchanged instead of running them again.
+    ``extra_seeds``: then run every variant again with each of these ``train.seed`` values (the
+    spread between training seeds, beside the test set's noise)."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; allowed: {sorted(PARTS)}")
     spec: Part = PARTS[part]
@@ -191,36 +194,35 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
             logger.warning("skipping %s: %s", variant, exc)
             runs[variant] = {"status": "skipped", "reason": str(exc)}
     kept: list[str] = []
-    for number, variant in enumerate(spec.variants, start=1):
-        if variant not in configs:
-            continue
-        mine, cfg = configs[variant]
-        digest = config_digest(cfg)
-        old = previous.get(variant, {})
-        if old.get("status") == "completed" and old.get("config_digest") == digest:
-            logger.info("%s: variant %d of %d: %s kept from the record (%s, %s)", part, number,
-                        len(spec.variants), variant, old.get("code", "?"), old.get("finished", "?"))
-            runs[variant] = old
-            kept.append(variant)
-            continue
-        logger.info("%s: variant %d of %d: %s", part, number, len(spec.variants), variant)
-        began, load_before = time.time(), os.getloadavg()[0]
-        state = promptintern(preset=preset, variant=variant, overrides=mine, artifact_root=artifact_root,
-                             return_state=True)
-        if state.is_completed():
-            runs[variant] = _variant_record(state.result(), root)
-            export_predictions(root / runs[variant]["eval_dir"], _predictions_path(doc_path, part, variant))
-        else:
-            runs[variant] = {"status": state.name.lower(), "reason": state.message or ""}
-        runs[variant].update({
-            "config_digest": digest, "code": code_version(),
-            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "wall_minutes": round((time.time() - began) / 60, 1),
-            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        })
-        # after every variant: a stopped sweep keeps what it finished (``--resume`` goes on from it)
-        record = _part_record(part, preset, overrides, runs, kept, started, load_start, doc_path)
-        path = write_results_task(part, record, str(doc_path))
+    for seed in (None, *extra_seeds):  # every variant once, then again for each extra training seed
+        for number, variant in enumerate(spec.variants, start=1):
+            if variant not in configs:
+                continue
+            mine, cfg = configs[variant]
+            if seed is not None:
+                mine = _merge(mine, {"train": {"seed": seed}})
+                cfg = resolve_config(preset, mine, None, variant)
+            digest = config_digest(cfg)
+            label = variant if seed is None else f"{variant} (train.seed {seed})"
+            old = previous.get(variant, {}) if seed is None else \
+                previous.get(variant, {}).get("seed_runs", {}).get(str(seed), {})
+            if old.get("status") == "completed" and old.get("config_digest") == digest:
+                logger.info("%s: variant %d of %d: %s kept from the record (%s, %s)", part, number,
+                            len(spec.variants), label, old.get("code", "?"), old.get("finished", "?"))
+                row = old
+                kept.append(label)
+            else:
+                logger.info("%s: variant %d of %d: %s", part, number, len(spec.variants), label)
+                row = _run_variant(preset, variant, mine, artifact_root, root,
+                                   _predictions_path(doc_path, part, variant, seed))
+                row["config_digest"] = digest
+            if seed is None:
+                runs[variant] = {**row, "seed_runs": runs[variant].get("seed_runs", {})}
+            else:
+                runs[variant].setdefault("seed_runs", {})[str(seed)] = row
+            # after every run: a stopped sweep keeps what it finished (``--resume`` goes on from it)
+            record = _part_record(part, preset, overrides, runs, kept, started, load_start, doc_path)
+            path = write_results_task(part, record, str(doc_path))
 
     _publish_missing_predictions(part, runs, root, doc_path)  # rows kept from a record made before they were published
     record = _part_record(part, preset, overrides, runs, kept, started, load_start, doc_path)
@@ -232,8 +234,25 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
     return {"record": path, "runs": runs}
 
 
-def _predictions_path(doc_path: Path, part: str, variant: str) -> Path:
-    return doc_path.parent / "results" / "predictions" / part / f"{variant}.jsonl"
+def _run_variant(preset: str, variant: str, overrides: dict, artifact_root: str, root: Path, published: Path) -> dict:
+    """One run of the ``promptintern`` flow for the record: what its model measured, its answers
+    published at ``published``, when and from which commit."""
+    began, load_before = time.time(), os.getloadavg()[0]
+    state = promptintern(preset=preset, variant=variant, overrides=overrides, artifact_root=artifact_root,
+                         return_state=True)
+    if state.is_completed():
+        row = _variant_record(state.result(), root)
+        export_predictions(root / row["eval_dir"], published)
+    else:
+        row = {"status": state.name.lower(), "reason": state.message or ""}
+    return {**row, "code": code_version(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "wall_minutes": round((time.time() - began) / 60, 1),
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+
+
+def _predictions_path(doc_path: Path, part: str, variant: str, seed: int | None = None) -> Path:
+    name = variant if seed is None else f"{variant}.seed{seed}"
+    return doc_path.parent / "results" / "predictions" / part / f"{name}.jsonl"
 
 
 def significance(part: str, runs: dict[str, dict], doc_path: Path, baseline: str = "promptintern") -> dict | None:
@@ -244,6 +263,20 @@ def significance(part: str, runs: dict[str, dict], doc_path: Path, baseline: str
     if baseline not in systems:
         return None
     return paired_bootstrap(runs[baseline]["tuned"]["metric"], systems, baseline)
+
+
+def seed_significance(part: str, runs: dict[str, dict], doc_path: Path, baseline: str) -> dict[str, dict]:
+    """For every extra training seed: the paired bootstrap of each row's run at that seed against
+    the baseline's run at the same seed."""
+    seeds = sorted({s for r in runs.values() for s in r.get("seed_runs", {})}, key=int)
+    out = {}
+    for seed in seeds:
+        systems = {v: read_predictions(_predictions_path(doc_path, part, v, int(seed))) for v, r in runs.items()
+                   if r.get("seed_runs", {}).get(seed, {}).get("status") == "completed"
+                   and _predictions_path(doc_path, part, v, int(seed)).exists()}
+        if baseline in systems:
+            out[seed] = paired_bootstrap(runs[baseline]["tuned"]["metric"], systems, baseline)
+    return out
 
 
 def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs: dict[str, dict],
@@ -292,7 +325,8 @@ def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs:
     if pending:
         provenance["pending"] = f"{len(pending)} variants not run yet: {', '.join(pending)}"
     return {"part": part, "runs": runs, "base_full_prompt": base, "base_query_only": base_query, "provenance": provenance,
-            "significance": significance(part, runs, doc_path, PARTS[part].baseline)}
+            "significance": significance(part, runs, doc_path, PARTS[part].baseline),
+            "seed_significance": seed_significance(part, runs, doc_path, PARTS[part].baseline)}
 
 
 @flow(name="promptintern-retime", log_prints=True)
@@ -410,7 +444,8 @@ def render(names: list[str], doc: str | None = None, artifact_root: str | None =
         else:
             if artifact_root:
                 _publish_missing_predictions(name, record["runs"], Path(in_repo(artifact_root)), doc_path)
-            record["significance"] = significance(name, record["runs"], doc_path)
+            record["significance"] = significance(name, record["runs"], doc_path, PARTS[name].baseline)
+            record["seed_significance"] = seed_significance(name, record["runs"], doc_path, PARTS[name].baseline)
             record["plot"] = _draw_plot(PARTS[name], record, doc_path)
             path.write_text(json.dumps(record, indent=2) + "\n")
             write_document(doc_path, [(PARTS[name], record)], HEADER)
@@ -455,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", default=None, help="the document to rewrite (default docs/results.md)")
     parser.add_argument("--render-only", action="store_true",
                         help="run no model: rewrite the named parts' tables from docs/results/<part>.json and the published predictions")
+    parser.add_argument("--extra-seeds", default="", metavar="1,2",
+                        help="run every variant again with these train.seed values (the table adds each "
+                             "row's per-seed scores, their mean and sd, and a p-value per seed)")
     parser.add_argument("--rows", type=int, default=24, help="timing: test rows per model")
     parser.add_argument("--repeats", type=int, default=3, help="timing: rounds over all models")
     args = parser.parse_args(argv)
@@ -463,12 +501,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: region rewritten from its record")
         return 0
     overrides = _parse_set(args.set) or None
+    try:
+        extra_seeds = tuple(int(x) for x in args.extra_seeds.split(",") if x.strip())
+    except ValueError:
+        parser.error(f"--extra-seeds {args.extra_seeds!r}: give integers separated by commas, e.g. 1,2")
     parts = [name for name in args.part if name != "timing"]
     for name in parts:
         resolve_config(args.preset, _merge({"dataset": PARTS[name].dataset}, overrides or {}), None, "promptintern")
     for name in parts:
         reproduce(part=name, preset=args.preset, overrides=overrides, artifact_root=args.artifact_root, doc=args.doc,
-                  resume=args.resume)
+                  resume=args.resume, extra_seeds=extra_seeds)
     if "timing" in args.part:  # beside parts: only theirs (`mbpp timing` times MBPP's models); alone: all
         timed = tuple(name for name in parts if name in TIMED_PARTS) or TIMED_PARTS
         retime_flow(parts=timed, rows=args.rows, repeats=args.repeats,

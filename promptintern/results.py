@@ -116,7 +116,23 @@ def gap_recovered(value: float, none: float, full: float) -> float | None:
     return 0.0 if abs(share) < 0.5 else share  # no "-0"
 
 
-def table_markdown(table: Table, runs: dict[str, dict], significance: dict | None = None) -> str:
+def seed_columns(run: dict, metric: str, main_seed: int, seed_sig: dict | None, variant: str) -> list[str]:
+    """Per-seed scores ("16.62 / 17.10 / 16.31", the main run first), their mean ± sd, and the
+    p-value against the baseline at each extra seed."""
+    import statistics
+
+    scores = [run["tuned"][metric]] + [r["tuned"][metric] for _, r in sorted(run.get("seed_runs", {}).items(),
+                                                                            key=lambda kv: int(kv[0]))
+                                       if r.get("tuned")]
+    seeds = [main_seed] + sorted(int(s) for s, r in run.get("seed_runs", {}).items() if r.get("tuned"))
+    spread = f"{statistics.mean(scores):.2f} ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
+    ps = [((seed_sig or {}).get(str(s), {}).get("systems", {}).get(variant) or {}).get("p_value") for s in seeds[1:]]
+    return [" / ".join(f"{v:.2f}" for v in scores), spread,
+            " / ".join("" if p is None else f"{p:.3f}" for p in ps)]
+
+
+def table_markdown(table: Table, runs: dict[str, dict], significance: dict | None = None,
+                   seed_significance: dict | None = None, main_seed: int = 0) -> str:
     """One table. ``runs[variant]``: ``{"status", "reason"?, "tuned": metrics.json of the fine-tuned
     model, "steps": optimizer steps summed over stages, "prompt_form"}``. ``significance``: what
     ``promptintern.significance.paired_bootstrap`` returned for these runs (adds the 95% interval and
@@ -129,6 +145,10 @@ def table_markdown(table: Table, runs: dict[str, dict], significance: dict | Non
     full, none = (runs.get(v, {}).get("tuned") for v in (FULL, NONE))
     tested = (significance or {}).get("systems", {})
     extra = ["± 95% CI", f"p vs {significance['baseline']}"] if significance else []
+    seeded = any(runs.get(v, {}).get("seed_runs") for _, group in table.groups for v in group)
+    if seeded:
+        baseline = (significance or {}).get("baseline", "the baseline")
+        extra += [f"{cols[0][0]} per train seed ({main_seed} first)", "mean ± sd", f"p vs {baseline}, other seeds"]
     header = (["group", "method", "prompt at inference"] + [c[0] for c in cols] + extra
               + ["input tokens / query", "fewer tokens than template + k-shot", "s / instance",
                  "speed-up vs template + k-shot", "gap recovered %", "train steps"])
@@ -151,6 +171,8 @@ def table_markdown(table: Table, runs: dict[str, dict], significance: dict | Non
             if significance:
                 sig = tested.get(variant, {})
                 cells += [_fmt(sig.get("ci"), "{:.2f}"), _fmt(sig.get("p_value"), "{:.3f}")]
+            if seeded:
+                cells += seed_columns(run, metric, main_seed, seed_significance, variant)
             cells += [f"{tokens:.1f}",
                       f"{full['input_tokens_per_query'] / tokens:.1f}x" if full and tokens else "",
                       f"{seconds:.3f}",
@@ -184,7 +206,8 @@ def render_part(part: Part, record: dict) -> str:
     out = []
     significance = record.get("significance")
     for table in part.tables:
-        out += [f"#### {table.title}", "", table_markdown(table, runs, significance), ""]
+        out += [f"#### {table.title}", "", table_markdown(table, runs, significance, record.get("seed_significance")),
+                ""]
         if table.note:
             out += [table.note, ""]
     for base in (record.get("base_full_prompt"), record.get("base_query_only")):

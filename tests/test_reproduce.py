@@ -275,6 +275,44 @@ def test_a_stopped_part_keeps_the_variants_it_finished(prefect_harness, tiny_dat
         rep.main(["ablations", "--render-only", "--doc", str(doc)])
 
 
+def test_extra_training_seeds_add_per_seed_scores_and_tests(prefect_harness, tiny_data_dir, tmp_path, monkeypatch):
+    """--extra-seeds 1: every variant runs again with train.seed 1; the table gives each row's scores
+    per seed, their mean ± sd and a p-value per seed against the part's baseline; --resume keeps
+    the seed runs too."""
+    import flows.reproduce as rep
+
+    real, calls = rep.promptintern, []
+
+    def counting(**kwargs):
+        calls.append((kwargs["variant"], kwargs["overrides"].get("train", {}).get("seed")))
+        return real(**kwargs)
+
+    monkeypatch.setattr(rep, "promptintern", counting)
+    monkeypatch.setitem(rep.PARTS, "seeded", Part("seeded", "nl2bash", (Table("seeded", (
+        ("direct", ("direct-no-template",)), ("ours", ("promptintern",)))),),
+        settings={"train_subset": 8, "eval": {"test_subset": 3}}, baseline="direct-no-template"))
+    doc = tmp_path / "docs" / "results.md"
+    args = dict(part="seeded", preset="tiny", overrides={"data_dir": str(tiny_data_dir)},
+                artifact_root=str(tmp_path / "artifacts"), doc=str(doc), extra_seeds=(1,))
+    rep.reproduce(**args)
+    assert calls == [("promptintern", None), ("direct-no-template", None), ("promptintern", 1),
+                     ("direct-no-template", 1)]
+    record = json.loads((doc.parent / "results" / "seeded.json").read_text())
+    seeded = record["runs"]["promptintern"]["seed_runs"]["1"]
+    assert seeded["status"] == "completed" and seeded["tuned"]["dataset"]["test_rows"] == 3
+    assert (doc.parent / "results" / "predictions" / "seeded" / "promptintern.seed1.jsonl").is_file()
+    sig = record["seed_significance"]["1"]
+    assert sig["baseline"] == "direct-no-template" and 0 < sig["systems"]["promptintern"]["p_value"] <= 1
+    text = doc.read_text()
+    assert "BLEU per train seed (0 first)" in text and "mean ± sd" in text
+    scores = [record["runs"]["promptintern"]["tuned"]["bleu"], seeded["tuned"]["bleu"]]
+    assert " / ".join(f"{v:.2f}" for v in scores) in text
+
+    calls.clear()
+    rep.reproduce(**args, resume=True)
+    assert calls == []  # every run, seeds included, kept from the record
+
+
 @pytest.mark.parametrize("argv, ran, timed", [
     (["timing"], [], ("nl2bash", "mbpp")),
     (["mbpp", "timing", "--resume"], ["mbpp"], ("mbpp",)),
