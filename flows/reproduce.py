@@ -4,6 +4,9 @@
     python -m flows.reproduce ablations    # schedule patterns and retrieval-bank sizes on NL2Bash
     python -m flows.reproduce mbpp         # PromptIntern vs template + k-shot vs no template, 500 tasks
     python -m flows.reproduce timing       # seconds per instance of every model above, re-measured side by side
+    python -m flows.reproduce curricula-dev            # the curricula at equal steps, on the dev split
+    python -m flows.reproduce map-64 --extra-seeds 1,2  # where it pays: one size of the map, three seeds
+    python -m flows.reproduce map --render-only        # the map's table and plot from its records
     python -m flows.reproduce mbpp timing --resume   # finish MBPP, then re-time its models only
     make reproduce                         # all four; docs/results.md is rewritten part by part
     python -m flows.reproduce nl2bash --resume       # keep the finished rows of the record, run the rest
@@ -52,8 +55,9 @@ from promptintern.artifacts import sha256_file, stable_hash
 from promptintern.config import RunConfig, _merge
 from promptintern.data import dataset_digest
 from promptintern.report import plot_metric_vs_tokens
-from promptintern.results import (PARTS, Part, export_predictions, plot_points, read_predictions, replace_region, retime,
-                                  timing_markdown, write_document)
+from promptintern.results import (MAP_SIZES, PARTS, Part, export_predictions, plot_points, read_predictions,
+                                  replace_region, retime, timing_markdown, write_document)
+from promptintern.scaling import map_markdown, map_points, plot_metric_vs_rows
 from promptintern.significance import paired_bootstrap
 from promptintern.variants import VariantUnavailable
 
@@ -435,10 +439,14 @@ def render(names: list[str], doc: str | None = None, artifact_root: str | None =
     done = []
     for name in names:
         path = doc_path.parent / "results" / f"{name}.json"
-        if not path.exists():
+        if name != "map" and not path.exists():
             raise FileNotFoundError(f"{path}: no record of {name!r}; run `python -m flows.reproduce {name}` first")
         record = _load_record(path)
-        if name == "timing":
+        if name == "map":
+            if render_map(doc_path) is None:
+                raise FileNotFoundError(f"no map-<rows> record beside {doc_path}: run `python -m flows.reproduce "
+                                        f"map-16` (or another size) first")
+        elif name == "timing":
             text = doc_path.read_text() if doc_path.exists() else HEADER
             doc_path.write_text(replace_region(text, "timing", _timing_body(record)))
         else:
@@ -451,6 +459,30 @@ def render(names: list[str], doc: str | None = None, artifact_root: str | None =
             write_document(doc_path, [(PARTS[name], record)], HEADER)
         done.append(name)
     return done
+
+
+def render_map(doc_path: Path) -> Path | None:
+    """The ``map`` region: every ``map-<rows>`` record found beside the document, as one table and one
+    plot of the metric against training rows (``promptintern.scaling``); None before any has run."""
+    records = {}
+    for rows in MAP_SIZES:
+        path = doc_path.parent / "results" / f"map-{rows}.json"
+        if path.exists():
+            records[rows] = _load_record(path)
+    if not records:
+        return None
+    points = map_points(records)
+    first = next(iter(records.values()))
+    plot = plot_metric_vs_rows(points, doc_path.parent / "results" / "map_metric_vs_rows.png",
+                               f"nl2bash · {first['provenance']['model']} · test split")
+    commands = "; ".join(f"`{r['provenance']['command']}`" for r in records.values())
+    body = (f"{map_markdown(points)}\n\n![metric vs training rows]({os.path.relpath(plot, doc_path.parent)})\n\n"
+            f"Made by {commands} (each with `--extra-seeds` for the seeds it shows), then "
+            f"`python -m flows.reproduce map --render-only`; every number's provenance is in "
+            f"`docs/results/map-<rows>.json`.\n")
+    text = doc_path.read_text() if doc_path.exists() else HEADER
+    doc_path.write_text(replace_region(text, "map", body))
+    return plot
 
 
 def _publish_missing_predictions(part: str, runs: dict[str, dict], root: Path, doc_path: Path) -> None:
@@ -478,7 +510,7 @@ def _flatten(tree: dict, prefix: str = "") -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="+", choices=sorted(PARTS) + ["timing"],
+    parser.add_argument("part", nargs="+", choices=sorted(PARTS) + ["map", "timing"],
                         help="timing: re-measure seconds per instance side by side, of the parts named with it "
                              "(alone, or beside ablations only, whose models are nl2bash's: of nl2bash and mbpp)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -505,12 +537,14 @@ def main(argv: list[str] | None = None) -> int:
         extra_seeds = tuple(int(x) for x in args.extra_seeds.split(",") if x.strip())
     except ValueError:
         parser.error(f"--extra-seeds {args.extra_seeds!r}: give integers separated by commas, e.g. 1,2")
-    parts = [name for name in args.part if name != "timing"]
+    parts = [name for name in args.part if name not in ("map", "timing")]
     for name in parts:
         resolve_config(args.preset, _merge({"dataset": PARTS[name].dataset}, overrides or {}), None, "promptintern")
     for name in parts:
         reproduce(part=name, preset=args.preset, overrides=overrides, artifact_root=args.artifact_root, doc=args.doc,
                   resume=args.resume, extra_seeds=extra_seeds)
+    if any(name.startswith("map") for name in args.part):
+        render_map(Path(args.doc) if args.doc else DOC)
     if "timing" in args.part:  # beside parts: only theirs (`mbpp timing` times MBPP's models); alone: all
         timed = tuple(name for name in parts if name in TIMED_PARTS) or TIMED_PARTS
         retime_flow(parts=timed, rows=args.rows, repeats=args.repeats,

@@ -95,6 +95,16 @@ PARTS: dict[str, Part] = {
     ), settings={"eval": {"test_split": "dev", "test_subset": 300, "baseline_full_prompt": False}}, baseline=NONE),
 }
 
+# Where internalization pays (``promptintern.scaling``): the same comparison at 16 to 1,024 training
+# rows, scored on the test split, one part per size so each can be run, resumed and seeded alone.
+MAP_SIZES = (16, 64, 256, 1024)
+MAP_VARIANTS = (NONE, FULL, "promptintern")
+for _rows in MAP_SIZES:
+    PARTS[f"map-{_rows}"] = Part(f"map-{_rows}", "nl2bash", (
+        Table(f"NL2Bash, {_rows} training rows, equal optimizer steps", (
+            ("Direct fine-tuning", (NONE, FULL)), ("PromptIntern", ("promptintern",)))),),
+        settings={"train_subset": _rows}, baseline=NONE)
+
 METRIC_COLUMNS = {
     "bleu": (("BLEU", "bleu", "{:.2f}"), ("EM %", "exact_match", "{:.2f}"), ("NLC2CMD", "nlc2cmd", "{:.3f}"),
              ("BP", "brevity_penalty", "{:.3f}"), ("looping %", "looping_rate", "{:.1f}"),
