@@ -110,6 +110,19 @@ def _teacher(opts: dict, root: str, model: str, full_shard: str, cfg: RunConfig,
                                                     cfg.train.max_seq_len, distill.temperature)
 
 
+def _direct_baseline(opts: dict, root: str, model: str, dataset: str, cfg: RunConfig, steps: int,
+                     scoring, chat: str) -> tuple[str, str]:
+    """The honest comparison: plain fine-tuning on the query alone for ``steps`` optimizer steps (as
+    many as the run took), the same recipe otherwise; its training folder and its benchmark."""
+    spec = StageSpec(stage=1, tau=0.0, k=0)
+    shard = shard_task.with_options(**opts)(root, dataset, None, None, spec, model, chat)
+    adapter = train_stage_task.with_options(**opts)(root, model, shard, None, cfg.lora,
+                                                    direct_train_settings(cfg.train), single_stage_plan(steps))
+    merged = merge_task.with_options(**opts)(root, model, adapter)
+    return adapter, benchmark_task.with_options(**opts)(root, merged, dataset, None, None, 0, scoring,
+                                                        "direct-no-template", chat)
+
+
 @task(name="report")
 def report_task(root: str, cfg: RunConfig, eval_dirs: dict[str, str], stage_dirs: list[str],
                 template_dirs: dict[float, str | None], variant: str | None = None,
@@ -239,17 +252,8 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
         scoring, "promptintern", chat)}
     baseline_dirs: dict[str, str] = {}
     if cfg.eval.baseline_direct and not is_direct_no_template(cfg):
-        # The honest comparison: plain fine-tuning on the query alone, as many optimizer steps as
-        # the curriculum took, the same recipe otherwise.
-        spec = StageSpec(stage=1, tau=0.0, k=0)
-        direct_shard = shard_task.with_options(**opts)(root, dataset, None, None, spec, model, chat)
-        direct_adapter = train_stage_task.with_options(**opts)(
-            root, model, direct_shard, None, cfg.lora, direct_train_settings(cfg.train),
-            single_stage_plan(used))
-        direct_merged = merge_task.with_options(**opts)(root, model, direct_adapter)
-        baseline_dirs["direct-no-template"] = direct_adapter
-        evals["direct-no-template"] = benchmark_task.with_options(**opts)(
-            root, direct_merged, dataset, None, None, 0, scoring, "direct-no-template", chat)
+        baseline_dirs["direct-no-template"], evals["direct-no-template"] = _direct_baseline(
+            opts, root, model, dataset, cfg, used, scoring, chat)
     if cfg.eval.baseline_full_prompt:
         evals["base-full-prompt"] = benchmark_task.with_options(**opts)(
             root, model, dataset, templates[1.0], bank, cfg.schedule.k0, scoring, "base-full-prompt", chat)
