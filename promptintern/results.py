@@ -41,6 +41,7 @@ class Part:
     extra: tuple[str, ...] = field(default=())  # variants run only for the ratios (FULL / NONE)
     settings: dict = field(default_factory=dict)  # overrides every variant of the part runs with
     baseline: str = "promptintern"  # the row the paired bootstrap tests every other row against
+    columns: tuple[tuple[str, str, str], ...] = ()  # the task's own metrics to show: (title, key, format)
 
     @property
     def variants(self) -> list[str]:
@@ -119,8 +120,24 @@ for _rows in MAP_SIZES:
 PARTS["orb-cli"] = Part("orb-cli", "examples/orb-cli/task.yaml", (
     Table("orb-cli (generated, the template is the tool's only documentation), 64 training rows, equal steps", (
         ("Direct fine-tuning", (NONE, FULL)), ("PromptIntern", ("promptintern",))),
-        note="Exact match after collapsing whitespace; the subcommand accuracy and the options' F1 are in "
-             "the record (docs/results/orb-cli.json)."),), baseline=NONE)
+        note="EM: exact match after collapsing whitespace; subcommand: the right subcommand; option F1: the "
+             "options (flags with their values) against the reference's (examples/orb-cli/orb_metric.py)."),),
+    baseline=NONE, columns=(("subcommand %", "subcommand", "{:.2f}"), ("option F1 %", "option_f1", "{:.2f}")))
+
+# ... and its curricula, chosen on its dev split (200 rows)
+# (one-optimizer, the clear loser on NL2Bash's dev split, is left out)
+PARTS["orb-cli-dev"] = Part("orb-cli-dev", "examples/orb-cli/task.yaml", (
+    Table("orb-cli dev split: curricula at equal optimizer steps, 64 training rows", (
+        ("Direct fine-tuning", (NONE,)),
+        ("PromptIntern (paper)", ("promptintern",)),
+        ("Curricula", ("null-curriculum", "promptintern-wsd", "promptintern-final-heavy", "promptintern-replay",
+                       "promptintern-adaptive", "promptintern-distill")),
+        ("Context distillation", ("context-distillation",)),
+    ), note="Scored on the first 168 of the 200 dev rows (the last 32 are promptintern-adaptive's probe rows), "
+            "which choose the settings; the test split is scored once per final configuration (the orb-cli "
+            "table above)."),),
+    settings={"eval": {"test_split": "dev", "test_subset": 168, "baseline_full_prompt": False}}, baseline=NONE,
+    columns=PARTS["orb-cli"].columns)
 
 METRIC_COLUMNS = {
     "bleu": (("BLEU", "bleu", "{:.2f}"), ("EM %", "exact_match", "{:.2f}"), ("NLC2CMD", "nlc2cmd", "{:.3f}"),
@@ -159,7 +176,8 @@ def seed_columns(run: dict, metric: str, main_seed: int, seed_sig: dict | None, 
 
 
 def table_markdown(table: Table, runs: dict[str, dict], significance: dict | None = None,
-                   seed_significance: dict | None = None, main_seed: int = 0) -> str:
+                   seed_significance: dict | None = None, main_seed: int = 0,
+                   columns: Sequence[tuple[str, str, str]] = ()) -> str:
     """One table. ``runs[variant]``: ``{"status", "reason"?, "tuned": metrics.json of the fine-tuned
     model, "steps": optimizer steps summed over stages, "prompt_form"}``. ``significance``: what
     ``promptintern.significance.paired_bootstrap`` returned for these runs (adds the 95% interval and
@@ -167,7 +185,7 @@ def table_markdown(table: Table, runs: dict[str, dict], significance: dict | Non
     metric = next((r["tuned"]["metric"] for r in runs.values() if r.get("tuned")), "bleu")
     shown = [v for _, group in table.groups for v in group]
     # a column no row of the table measured (records made before it existed) is left out
-    cols = [c for c in METRIC_COLUMNS.get(metric, METRIC_COLUMNS["exact_match"])
+    cols = [c for c in (*METRIC_COLUMNS.get(metric, METRIC_COLUMNS["exact_match"]), *columns)
             if c[1] == metric or any(runs.get(v, {}).get("tuned", {}).get(c[1]) is not None for v in shown)]
     full, none = (runs.get(v, {}).get("tuned") for v in (FULL, NONE))
     tested = (significance or {}).get("systems", {})
@@ -214,11 +232,11 @@ def _short(text: str, limit: int = 110) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def reference_markdown(base: dict | None) -> str:
+def reference_markdown(base: dict | None, columns: Sequence[tuple[str, str, str]] = ()) -> str:
     """The untuned model with the full prompt: what the paper calls the base model's ceiling."""
     if not base:
         return ""
-    cols = METRIC_COLUMNS.get(base["metric"], METRIC_COLUMNS["exact_match"])
+    cols = (*METRIC_COLUMNS.get(base["metric"], METRIC_COLUMNS["exact_match"]), *columns)
     scores = ", ".join(f"{name} {_fmt(base.get(key), spec)}" for name, key, spec in cols if base.get(key) is not None)
     return (f"Base model without fine-tuning, {base.get('prompt_form', 'full prompt')}: {scores}; "
             f"{base['input_tokens_per_query']:.1f} input tokens / query, "
@@ -233,12 +251,12 @@ def render_part(part: Part, record: dict) -> str:
     out = []
     significance = record.get("significance")
     for table in part.tables:
-        out += [f"#### {table.title}", "", table_markdown(table, runs, significance, record.get("seed_significance")),
-                ""]
+        out += [f"#### {table.title}", "",
+                table_markdown(table, runs, significance, record.get("seed_significance"), columns=part.columns), ""]
         if table.note:
             out += [table.note, ""]
     for base in (record.get("base_full_prompt"), record.get("base_query_only")):
-        ref = reference_markdown(base)
+        ref = reference_markdown(base, part.columns)
         if ref:
             out += [ref, ""]
     if significance:
