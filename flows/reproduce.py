@@ -168,12 +168,13 @@ def _draw_plot(part: Part, record: dict, doc_path: Path) -> str:
 @flow(name="promptintern-reproduce", log_prints=True)
 def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, Any] | None = None,
               artifact_root: str = "artifacts", doc: str | None = None, resume: bool = False,
-              extra_seeds: tuple[int, ...] = ()) -> dict:
+              extra_seeds: tuple[int, ...] = (), only: tuple[str, ...] = ()) -> dict:
     """Run every variant of ``part`` (``promptintern.results.PARTS``) on ``preset`` and rewrite the
     part's tables in ``doc`` (default docs/results.md) after each one. ``resume``: keep the completed
     rows of the existing record whose config digest is unchanged instead of running them again.
     ``extra_seeds``: then run every variant again with each of these ``train.seed`` values (the
-    spread between training seeds, beside the test set's noise)."""
+    spread between training seeds, beside the test set's noise). ``only``: run just these variants
+    of the part; the others keep their rows from the record (with ``resume``) or stay pending."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; allowed: {sorted(PARTS)}")
     spec: Part = PARTS[part]
@@ -197,10 +198,17 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
         except VariantUnavailable as exc:
             logger.warning("skipping %s: %s", variant, exc)
             runs[variant] = {"status": "skipped", "reason": str(exc)}
+    unknown = sorted(set(only) - set(spec.variants))
+    if unknown:
+        raise ValueError(f"--variants {', '.join(unknown)}: not in part {part!r}; allowed: {spec.variants}")
     kept: list[str] = []
     for seed in (None, *extra_seeds):  # every variant once, then again for each extra training seed
         for number, variant in enumerate(spec.variants, start=1):
             if variant not in configs:
+                continue
+            if only and variant not in only:
+                if seed is None and variant in previous:
+                    runs[variant] = previous[variant]
                 continue
             mine, cfg = configs[variant]
             if seed is not None:
@@ -213,7 +221,7 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
             if old.get("status") == "completed" and old.get("config_digest") == digest:
                 logger.info("%s: variant %d of %d: %s kept from the record (%s, %s)", part, number,
                             len(spec.variants), label, old.get("code", "?"), old.get("finished", "?"))
-                row = old
+                row = old  # with the seed runs made beside it (same config but train.seed)
                 kept.append(label)
             else:
                 logger.info("%s: variant %d of %d: %s", part, number, len(spec.variants), label)
@@ -221,7 +229,7 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
                                    _predictions_path(doc_path, part, variant, seed))
                 row["config_digest"] = digest
             if seed is None:
-                runs[variant] = {**row, "seed_runs": runs[variant].get("seed_runs", {})}
+                runs[variant] = {**row, "seed_runs": dict(row.get("seed_runs", {}))}
             else:
                 runs[variant].setdefault("seed_runs", {})[str(seed)] = row
             # after every run: a stopped sweep keeps what it finished (``--resume`` goes on from it)
@@ -525,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-seeds", default="", metavar="1,2",
                         help="run every variant again with these train.seed values (the table adds each "
                              "row's per-seed scores, their mean and sd, and a p-value per seed)")
+    parser.add_argument("--variants", default="", metavar="a,b",
+                        help="run only these variants of the part (the others keep their rows with --resume)")
     parser.add_argument("--rows", type=int, default=24, help="timing: test rows per model")
     parser.add_argument("--repeats", type=int, default=3, help="timing: rounds over all models")
     args = parser.parse_args(argv)
@@ -542,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         resolve_config(args.preset, _merge({"dataset": PARTS[name].dataset}, overrides or {}), None, "promptintern")
     for name in parts:
         reproduce(part=name, preset=args.preset, overrides=overrides, artifact_root=args.artifact_root, doc=args.doc,
-                  resume=args.resume, extra_seeds=extra_seeds)
+                  resume=args.resume, extra_seeds=extra_seeds,
+                  only=tuple(v.strip() for v in args.variants.split(",") if v.strip()))
     if any(name.startswith("map") for name in args.part):
         render_map(Path(args.doc) if args.doc else DOC)
     if "timing" in args.part:  # beside parts: only theirs (`mbpp timing` times MBPP's models); alone: all

@@ -312,6 +312,15 @@ def test_extra_training_seeds_add_per_seed_scores_and_tests(prefect_harness, tin
     rep.reproduce(**args, resume=True)
     assert calls == []  # every run, seeds included, kept from the record
 
+    calls.clear()  # a second extra seed for one variant only; the other keeps its rows
+    rep.reproduce(**{**args, "extra_seeds": (2,)}, resume=True, only=("promptintern",))
+    assert calls == [("promptintern", 2)]
+    record = json.loads((doc.parent / "results" / "seeded.json").read_text())
+    assert set(record["runs"]["promptintern"]["seed_runs"]) == {"1", "2"}
+    assert record["runs"]["direct-no-template"]["status"] == "completed"
+    with pytest.raises(ValueError, match="not in part"):
+        rep.reproduce(**args, only=("bank-25",))
+
 
 @pytest.mark.parametrize("argv, ran, timed", [
     (["timing"], [], ("nl2bash", "mbpp")),
