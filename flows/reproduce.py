@@ -314,7 +314,8 @@ def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs:
         "training": (f"LoRA r {cfg.lora.r} alpha {cfg.lora.alpha} on {', '.join(cfg.lora.target_modules)}; "
                      f"batch {cfg.train.batch_size}, lr {cfg.train.lr:g}, seed {cfg.train.seed}; " + (
                          f"equal steps: {cfg.train.total_epochs:g} passes over the training rows per variant, "
-                         f"split evenly over its stages" if cfg.train.total_epochs else
+                         f"split over its stages evenly unless its settings say otherwise (train.stage_weights, "
+                         f"train.adaptive; each row's recipe is in its record)" if cfg.train.total_epochs else
                          f"{cfg.train.epochs_per_stage:g} passes over the rows per stage")),
         "decoding": f"greedy, max_new_tokens {cfg.eval.max_new_tokens}, batch {cfg.eval.batch_size}",
         "scoring": tuned.get("sacrebleu_signature")

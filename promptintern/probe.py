@@ -25,9 +25,8 @@ from promptintern.curriculum import StageProbe
 def stage_probe(model_dir: Path, probe_shard: Path, dataset_dir: Path, adaptive: AdaptiveSettings,
                 max_seq_len: int, max_new_tokens: int, batch_size: int) -> StageProbe:
     """A ``StageProbe`` over the rows of ``probe_shard`` (a dev-split shard in the next stage's form)."""
-    from promptintern.datasets import get_task
+    from promptintern.datasets import Example, get_task
     from promptintern.models import load_tokenizer
-    from promptintern.pipeline import read_examples
     from promptintern.shards import read_shard
     from promptintern.train import collate, encode_row, target_loss
 
@@ -46,7 +45,8 @@ def stage_probe(model_dir: Path, probe_shard: Path, dataset_dir: Path, adaptive:
         from promptintern.generate import generate_with
 
         task = get_task(json.loads((dataset_dir / "info.json").read_text())["task"])
-        examples = read_examples(dataset_dir / "dev.jsonl")
+        lines = (dataset_dir / "dev.jsonl").read_text(encoding="utf-8").splitlines()
+        examples = [Example.model_validate_json(line) for line in lines if line.strip()]
 
         def score(model) -> float:
             texts = generate_with(model, tokenizer, prompts, max_new_tokens, batch_size, task.stop, progress=False).texts
