@@ -267,11 +267,17 @@ def _predictions_path(doc_path: Path, part: str, variant: str, seed: int | None 
     return doc_path.parent / "results" / "predictions" / part / f"{name}.jsonl"
 
 
-def significance(part: str, runs: dict[str, dict], doc_path: Path, baseline: str = "promptintern") -> dict | None:
+def significance(part: str, runs: dict[str, dict], doc_path: Path, baseline: str = "promptintern",
+                 seed: str | None = None) -> dict | None:
     """Paired bootstrap of the part's metric over the published predictions of its completed rows,
-    every row against ``baseline`` (None until the baseline has run)."""
-    systems = {v: read_predictions(_predictions_path(doc_path, part, v)) for v, r in runs.items()
-               if r.get("status") == "completed" and _predictions_path(doc_path, part, v).exists()}
+    every row against ``baseline`` (None until the baseline has run); ``seed``: of the rows' runs
+    with that extra training seed instead of their main runs."""
+    def run_of(row: dict) -> dict:
+        return row if seed is None else row.get("seed_runs", {}).get(seed, {})
+
+    systems = {v: read_predictions(_predictions_path(doc_path, part, v, seed and int(seed))) for v, r in runs.items()
+               if run_of(r).get("status") == "completed"
+               and _predictions_path(doc_path, part, v, seed and int(seed)).exists()}
     if baseline not in systems:
         return None
     return paired_bootstrap(runs[baseline]["tuned"]["metric"], systems, baseline)
@@ -281,14 +287,8 @@ def seed_significance(part: str, runs: dict[str, dict], doc_path: Path, baseline
     """For every extra training seed: the paired bootstrap of each row's run at that seed against
     the baseline's run at the same seed."""
     seeds = sorted({s for r in runs.values() for s in r.get("seed_runs", {})}, key=int)
-    out = {}
-    for seed in seeds:
-        systems = {v: read_predictions(_predictions_path(doc_path, part, v, int(seed))) for v, r in runs.items()
-                   if r.get("seed_runs", {}).get(seed, {}).get("status") == "completed"
-                   and _predictions_path(doc_path, part, v, int(seed)).exists()}
-        if baseline in systems:
-            out[seed] = paired_bootstrap(runs[baseline]["tuned"]["metric"], systems, baseline)
-    return out
+    tests = {seed: significance(part, runs, doc_path, baseline, seed) for seed in seeds}
+    return {seed: test for seed, test in tests.items() if test is not None}
 
 
 def _part_record(part: str, preset: str, overrides: dict[str, Any] | None, runs: dict[str, dict],

@@ -460,7 +460,8 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
                         batch_size=cfg.batch_size, stop=task.stop)
     answers = [task.postprocess(t) for t in gens.texts]
     # a completion that ran to the token limit repeating itself: greedy decoding caught in a loop
-    looping = [n >= cfg.max_new_tokens and is_looping(t) for t, n in zip(gens.texts, gens.output_tokens)]
+    at_limit = [n >= cfg.max_new_tokens for n in gens.output_tokens]
+    looping = [limit and is_looping(t) for t, limit in zip(gens.texts, at_limit)]
     scores = task.score(answers, test, {
         "mode": cfg.sandbox, "workers": cfg.sandbox_workers, "timeout_s": cfg.sandbox_timeout_s})
     verdicts = scores.pop("per_task", None) or [{} for _ in test]
@@ -488,8 +489,7 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
         "input_tokens_per_query": in_tokens,
         "output_tokens_per_query": out_tokens,
         "looping_rate": 100.0 * float(np.mean(looping)) if looping else 0.0,
-        "token_limit_rate": 100.0 * float(np.mean([n >= cfg.max_new_tokens for n in gens.output_tokens]))
-        if gens.output_tokens else 0.0,
+        "token_limit_rate": 100.0 * float(np.mean(at_limit)) if at_limit else 0.0,
         "openai_input_tokens_per_query": float(np.mean(openai_in)) if openai_in else None,
         "seconds_per_instance": gens.seconds_per_instance,
         "instances_per_second": cost.instances_per_second,

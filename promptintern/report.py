@@ -349,8 +349,16 @@ def plot_metric_vs_tokens(table: Sequence[dict], path: Path, title: str) -> Path
     if any(r.get("ci") for r in points):
         title += " · bars: 95% bootstrap interval"
     ax.set_title(title, fontsize=9)
+    return save_plot(fig, ax, path, legend=bool(groups))
+
+
+def save_plot(fig, ax, path: Path, legend: bool) -> Path:
+    """A light grid, the legend beside the axes (inside, it hides points and their bars), the PNG at
+    ``path``, the figure closed: how every plot of the project ends."""
+    import matplotlib.pyplot as plt
+
     ax.grid(True, alpha=0.3)
-    if groups:  # beside the axes: inside, it hides points and their bars
+    if legend:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -160,15 +160,19 @@ def gap_recovered(value: float, none: float, full: float) -> float | None:
     return 0.0 if abs(share) < 0.5 else share  # no "-0"
 
 
-def seed_columns(run: dict, metric: str, main_seed: int, seed_sig: dict | None, variant: str) -> list[str]:
+def seed_scores(run: dict, main_seed: int = 0) -> list[tuple[int, float]]:
+    """(train seed, metric) of a row's main run, then of each extra seed it ran with, in seed order."""
+    metric = run["tuned"]["metric"]
+    extra = sorted((int(s), r["tuned"][metric]) for s, r in run.get("seed_runs", {}).items() if r.get("tuned"))
+    return [(main_seed, run["tuned"][metric])] + extra
+
+
+def seed_columns(run: dict, main_seed: int, seed_sig: dict | None, variant: str) -> list[str]:
     """Per-seed scores ("16.62 / 17.10 / 16.31", the main run first), their mean ± sd, and the
     p-value against the baseline at each extra seed."""
     import statistics
 
-    scores = [run["tuned"][metric]] + [r["tuned"][metric] for _, r in sorted(run.get("seed_runs", {}).items(),
-                                                                            key=lambda kv: int(kv[0]))
-                                       if r.get("tuned")]
-    seeds = [main_seed] + sorted(int(s) for s, r in run.get("seed_runs", {}).items() if r.get("tuned"))
+    seeds, scores = zip(*seed_scores(run, main_seed))
     spread = f"{statistics.mean(scores):.2f} ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
     ps = [((seed_sig or {}).get(str(s), {}).get("systems", {}).get(variant) or {}).get("p_value") for s in seeds[1:]]
     return [" / ".join(f"{v:.2f}" for v in scores), spread,
@@ -217,7 +221,7 @@ def table_markdown(table: Table, runs: dict[str, dict], significance: dict | Non
                 sig = tested.get(variant, {})
                 cells += [_fmt(sig.get("ci"), "{:.2f}"), _fmt(sig.get("p_value"), "{:.3f}")]
             if seeded:
-                cells += seed_columns(run, metric, main_seed, seed_significance, variant)
+                cells += seed_columns(run, main_seed, seed_significance, variant)
             cells += [f"{tokens:.1f}",
                       f"{full['input_tokens_per_query'] / tokens:.1f}x" if full and tokens else "",
                       f"{seconds:.3f}",

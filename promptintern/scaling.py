@@ -16,15 +16,8 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-from promptintern.results import MAP_SIZES
-
-
-def seed_scores(run: dict) -> list[float]:
-    """A row's metric at every training seed it ran with (the main run first)."""
-    metric = run["tuned"]["metric"]
-    extra = [r["tuned"][metric] for _, r in sorted(run.get("seed_runs", {}).items(), key=lambda kv: int(kv[0]))
-             if r.get("tuned")]
-    return [run["tuned"][metric]] + extra
+from promptintern.report import save_plot
+from promptintern.results import MAP_SIZES, seed_scores
 
 
 def map_points(records: dict[int, dict]) -> list[dict]:
@@ -36,7 +29,7 @@ def map_points(records: dict[int, dict]) -> list[dict]:
         for variant, run in record["runs"].items():
             if not run.get("tuned"):
                 continue
-            scores = seed_scores(run)
+            scores = [score for _, score in seed_scores(run)]
             points.append({"variant": variant, "rows": rows, "metric": run["tuned"]["metric"],
                            "mean": statistics.mean(scores), "scores": scores,
                            "sd": statistics.stdev(scores) if len(scores) > 1 else None,
@@ -100,11 +93,4 @@ def plot_metric_vs_rows(points: Sequence[dict], path: Path, title: str) -> Path:
     ax.set_xlabel("training rows (log scale)")
     ax.set_ylabel(points[0]["metric"] if points else "metric")
     ax.set_title(title + " · line: mean over training seeds, dots: seeds, bars: 95% bootstrap", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    if variants:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_plot(fig, ax, path, legend=bool(variants))

@@ -255,9 +255,6 @@ def _distill_term(logits, keep, batch_rows, distilled, row_ids, teacher: Teacher
                 raise ValueError(f"row {row_ids[i]}: the teacher logits cover {entry[0].shape[0]} answer tokens, "
                                  f"the shard's answer has {counts[r]}: they were made from other rows")
             entries.append(entry)
-    if abs(teacher.temperature - temperature) > 1e-6:
-        raise ValueError(f"the teacher logits were made at T={teacher.temperature}, train.distill.temperature="
-                         f"{temperature}")
     mask = torch.tensor(select, dtype=torch.bool)
     return distill_loss(logits[mask], *(torch.cat(parts) for parts in zip(*entries)), temperature)
 
@@ -322,6 +319,9 @@ def train_stage(
     distilled = [teacher is not None and distill_form is not None and abs(tau - distill_form[0]) < 1e-6
                  and k == distill_form[1] and teacher.get(row_id) is not None
                  for row_id, (tau, k) in zip(row_ids, forms)]
+    if any(distilled) and abs(teacher.temperature - cfg.distill.temperature) > 1e-6:
+        raise ValueError(f"the teacher logits were made at T={teacher.temperature}, train.distill.temperature="
+                         f"{cfg.distill.temperature}")
     encoded = [
         encode_row(tokenizer, p, t, cfg.max_seq_len)
         for p, t in zip(table.column("prompt").to_pylist(), table.column("target").to_pylist())
