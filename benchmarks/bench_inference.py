@@ -45,7 +45,8 @@ import torch
 from bench_train import cpu_flags, cpu_model, resolve_model
 from promptintern.datasets import get_task
 from promptintern.generate import cut_at_stop, generate, stopping_criteria
-from promptintern.models import load_model, load_tokenizer, set_torch_threads
+from promptintern.cpu import set_torch_threads
+from promptintern.models import load_model, load_tokenizer
 from promptintern.prompts import render_prompt
 from promptintern.retrieve import retrieve_for
 

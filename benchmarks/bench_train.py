@@ -39,7 +39,8 @@ import torch
 
 from benchmarks.common import cpu_flags, cpu_model  # noqa: F401  (bench_inference imports them from here)
 from promptintern.config import LoraSettings, TrainSettings
-from promptintern.models import load_model, load_tokenizer, prepare_model, set_torch_threads
+from promptintern.cpu import set_torch_threads
+from promptintern.models import load_model, load_tokenizer, prepare_model
 from promptintern.shards import read_shard, shard_stats
 from promptintern.train import IGNORE_INDEX, collate, encode_row, target_loss, train_stage
 

@@ -31,6 +31,7 @@ from prefect.logging import get_run_logger
 from promptintern.config import CompressionConfig, RunConfig, preset as load_preset
 from promptintern.curriculum import (adaptive_plan, direct_train_settings, is_direct_no_template,
                                      one_stage_recipe, plan_stages, single_stage_plan)
+from promptintern.cpu import run_lease
 from promptintern.data import dataset_digest
 from promptintern.datasets import get_task
 from promptintern.models import model_fingerprint
@@ -153,7 +154,11 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
     """Run the DAG for one configuration: a preset (tiny | cpu-demo | cpu-repro | paper), optionally
     a paper variant (``promptintern.variants``), the task (a built-in name or a task file; ``dataset``
     is the same thing), a model, plus nested overrides (``{"schedule": {"k0": 4}}``); or a full RunConfig."""
-    cfg = resolve_config(preset, overrides, config, variant, dataset, model, task)
+    with run_lease():  # one active run: the machine's cores are shared out among them (promptintern.cpu)
+        return _run(resolve_config(preset, overrides, config, variant, dataset, model, task), artifact_root, variant)
+
+
+def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
     root = in_repo(artifact_root)
     opts = {"result_storage": Path(root)}
     stages = cfg.schedule.stages()

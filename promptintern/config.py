@@ -231,6 +231,12 @@ class EvalSettings(_Strict):
     sandbox_workers: int = Field(2, ge=1, description="programs run in parallel")
     sandbox_timeout_s: float = Field(10.0, gt=0, description="wall and CPU seconds per program")
     price_model: str = Field("gpt-4", description="price-table model for the report's cost column")
+    prefix_cache: bool = Field(
+        True, description="prefill the token prefix every prompt shares (the template) once and reuse it, as "
+                          "serving stacks do (same answers; promptintern.decode)")
+    cache_timing_rows: int = Field(
+        16, ge=0, description="for prompts with a template: time this many test rows with and without the prefix "
+                              "cache, side by side, for the report's 'template cached' row (0: not measured)")
 
 
 class RunConfig(_Strict):

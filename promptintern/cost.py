@@ -4,14 +4,20 @@ The paper reports, per method, input tokens per query, seconds per instance and 
 prompts, then "cost saved" against full-prompt inference. Here:
 
 * ``prices.json`` (beside this module, editable) holds USD prices per 1K input / output tokens: the
-  OpenAI list prices of 2024-06, when the paper was written. ``load_prices(path)`` reads it or any
-  file of the same shape.
+  OpenAI list prices of 2024-06, when the paper was written, and, for the models that list one, the
+  price of a **cached** input token (prompt caching: OpenAI bills a cached prefix at half the input
+  price, Anthropic a cache read at a tenth), each with its own date and source. ``load_prices(path)``
+  reads it or any file of the same shape.
 * ``count_openai_tokens(texts)`` counts tokens with tiktoken (``cl100k_base``, the GPT-3.5/GPT-4
   encoding) when its encoding file is available *offline*; otherwise it returns None and logs why,
   once. It never downloads: tiktoken's network read is blocked while the encoding loads, so only a
   cached file counts (``$TIKTOKEN_CACHE_DIR``, else ``$DATA_GYM_CACHE_DIR``, else
   ``<tmp>/data-gym-cache``; the file is named by the sha1 of the encoding's URL).
-* ``cost_report(...)`` turns per-query token counts and timing into a ``CostReport``;
+* ``cost_report(...)`` turns per-query token counts and timing into a ``CostReport``; with
+  ``cached_input_tokens_per_query`` (the template every call shares, served from the provider's
+  cache) those tokens are priced at the cached price where the model lists one, else at the input
+  price. The one-time cache write (Anthropic: 1.25x the input price, once per cache lifetime) is
+  left out: spread over a thousand queries it is noise.
   ``cost_saved(full, ours)`` is the paper's "cost saved" percentage.
 """
 
@@ -41,6 +47,9 @@ class ModelPrice(BaseModel):
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
+    cached_input: float | None = Field(None, ge=0, description="a cache-hit input token (None: no discount listed)")
+    date: str | None = None    # when this entry's prices were read, where it differs from the table's
+    source: str | None = None
 
 
 class PriceTable(BaseModel):
@@ -66,9 +75,15 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
         raise ValueError(f"{path}: not a price table: {err}") from None
 
 
-def query_cost(price: ModelPrice, input_tokens: float, output_tokens: float) -> float:
-    """USD for one query with these token counts."""
-    return (input_tokens * price.input + output_tokens * price.output) / 1000.0
+def query_cost(price: ModelPrice, input_tokens: float, output_tokens: float, cached_input_tokens: float = 0.0) -> float:
+    """USD for one query with these token counts; ``cached_input_tokens`` of the input tokens are
+    cache hits, priced at ``price.cached_input`` (the input price where none is listed)."""
+    if not 0 <= cached_input_tokens <= input_tokens:
+        raise ValueError(f"cached input tokens ({cached_input_tokens}) must lie between 0 and the input tokens "
+                         f"({input_tokens})")
+    cached_price = price.cached_input if price.cached_input is not None else price.input
+    return ((input_tokens - cached_input_tokens) * price.input + cached_input_tokens * cached_price
+            + output_tokens * price.output) / 1000.0
 
 
 class CostReport(BaseModel):
@@ -84,6 +99,7 @@ class CostReport(BaseModel):
     cost_per_1k_queries: dict[str, float]  # USD, one entry per price-table model
     prices_date: str
     tokenizer: str = ""                 # how the tokens were counted (e.g. "cl100k_base")
+    cached_input_tokens_per_query: float = 0.0  # of the input tokens: priced as cache hits
 
     def saved_vs(self, full: "CostReport") -> dict[str, float]:
         """``cost_saved`` against a full-prompt report, per model both reports price."""
@@ -101,6 +117,7 @@ def cost_report(
     n: int,
     prices: PriceTable | None = None,
     tokenizer: str = "",
+    cached_input_tokens_per_query: float = 0.0,
 ) -> CostReport:
     prices = prices if prices is not None else load_prices()
     return CostReport(
@@ -110,11 +127,13 @@ def cost_report(
         seconds_per_instance=seconds_per_instance,
         instances_per_second=1.0 / seconds_per_instance if seconds_per_instance > 0 else None,
         cost_per_1k_queries={
-            model: 1000.0 * query_cost(price, input_tokens_per_query, output_tokens_per_query)
+            model: 1000.0 * query_cost(price, input_tokens_per_query, output_tokens_per_query,
+                                       cached_input_tokens_per_query)
             for model, price in prices.models.items()
         },
         prices_date=prices.date,
         tokenizer=tokenizer,
+        cached_input_tokens_per_query=cached_input_tokens_per_query,
     )
 
 

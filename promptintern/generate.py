@@ -1,11 +1,19 @@
-"""Batched greedy generation with left padding, timed.
+"""Batched greedy generation, timed.
 
 ``generate`` returns one completion per prompt (cut at the task's stop strings) plus timing:
 seconds for the whole set and per instance, and input / output token counts per prompt.
+
+Two engines give the same answers (tests compare them token for token):
+
+* ``"loop"`` (the default, ``promptintern.decode``): the token prefix that every prompt shares
+  (the template) is prefilled once and reused by every batch (``prefix_cache``), and finished rows
+  leave the batch;
+* ``"hf"``: HF ``model.generate`` on left-padded batches, the reference.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +22,11 @@ from typing import Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from promptintern.models import load_model, load_tokenizer, set_torch_threads
+from promptintern.decode import common_prefix_len, greedy_batch, prefill
+from promptintern.cpu import set_torch_threads
+from promptintern.models import load_model, load_tokenizer
+
+ENGINES = ("loop", "hf")
 
 
 @dataclass
@@ -24,6 +36,7 @@ class Generations:
     output_tokens: list[int]
     seconds: float
     batch_size: int
+    prefix_tokens: int = 0  # the shared prefix prefilled once (0: none, or the "hf" engine)
 
     @property
     def seconds_per_instance(self) -> float:
@@ -72,43 +85,90 @@ def generate(
     batch_size: int = 8,
     stop: Sequence[str] = (),
     progress: bool = True,
+    prefix_cache: bool = True,
+    engine: str = "loop",
 ) -> Generations:
     """Greedy-decode every prompt; batches are formed from prompts of similar length."""
     set_torch_threads()
     return generate_with(load_model(model_dir), load_tokenizer(model_dir), prompts, max_new_tokens, batch_size,
-                         stop, progress)
+                         stop, progress, prefix_cache, engine)
 
 
 @torch.no_grad()
 def generate_with(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 8,
-                  stop: Sequence[str] = (), progress: bool = True) -> Generations:
-    """``generate`` with a model already in memory (a LoRA model in training, for a dev probe)."""
+                  stop: Sequence[str] = (), progress: bool = True, prefix_cache: bool = True,
+                  engine: str = "loop") -> Generations:
+    """``generate`` with a model already in memory (a LoRA model in training, for a dev probe).
+    ``prefix_cache``: prefill the prompts' shared token prefix once (the ``loop`` engine only);
+    the time it takes is part of ``seconds``."""
     from tqdm.auto import tqdm
 
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: allowed {', '.join(ENGINES)}")
     tokenizer.padding_side = "left"
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     texts: list[str] = [""] * len(prompts)
     out_tokens = [0] * len(prompts)
     started = time.perf_counter()
+    shared = common_prefix_len(encoded) if engine == "loop" and prefix_cache else 0
+    prefix = prefill(model, encoded[0][:shared]) if shared else None
+
+    def stopped(ids: list[int]) -> bool:  # a stop string in the row's new tokens
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        return any(s in text for s in stop)
+
     for start in tqdm(range(0, len(order), batch_size), desc="generate", unit="batch",
                       disable=not progress, leave=False):
         idx = order[start : start + batch_size]
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
-        out = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            stopping_criteria=stopping_criteria(tokenizer, stop, batch["input_ids"].shape[1]),
-        )
-        new = out[:, batch["input_ids"].shape[1] :]
-        for row, i in enumerate(idx):
-            ids = new[row].tolist()
+        if engine == "hf":
+            new = _hf_generate(model, tokenizer, [encoded[i] for i in idx], max_new_tokens, stop)
+        else:
+            new = greedy_batch(model, [encoded[i][shared:] for i in idx], max_new_tokens, tokenizer.eos_token_id,
+                               tokenizer.pad_token_id, prefix, stopped if stop else None)
+        for ids, i in zip(new, idx):
             # count up to and including the first EOS / pad: what the model actually produced
             n = next((j + 1 for j, t in enumerate(ids) if t in (tokenizer.eos_token_id, tokenizer.pad_token_id)), len(ids))
             out_tokens[i] = n
             texts[i] = cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), stop)
     seconds = time.perf_counter() - started
-    return Generations(texts, [len(e) for e in encoded], out_tokens, seconds, batch_size)
+    return Generations(texts, [len(e) for e in encoded], out_tokens, seconds, batch_size, shared)
+
+
+@torch.no_grad()
+def time_prefix_cache(model_dir: str | Path, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 8,
+                      stop: Sequence[str] = (), repeats: int = 1) -> dict:
+    """The same prompts generated with and without the shared-prefix cache, side by side (the order
+    alternates between repeats; medians): seconds per instance of each, and how many answers agree."""
+    set_torch_threads()
+    model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
+    seconds: dict[bool, list[float]] = {True: [], False: []}
+    texts: dict[bool, list[str]] = {}
+    prefix_tokens = 0
+    for r in range(repeats):
+        for cached in (True, False) if r % 2 == 0 else (False, True):
+            gens = generate_with(model, tokenizer, prompts, max_new_tokens, batch_size, stop, progress=False,
+                                 prefix_cache=cached)
+            seconds[cached].append(gens.seconds)
+            texts[cached] = gens.texts
+            prefix_tokens = max(prefix_tokens, gens.prefix_tokens)
+    n = max(1, len(prompts))
+    return {"rows": len(prompts), "repeats": repeats, "prefix_tokens": prefix_tokens,
+            "cached_seconds_per_instance": statistics.median(seconds[True]) / n,
+            "uncached_seconds_per_instance": statistics.median(seconds[False]) / n,
+            "answers_agree": sum(a == b for a, b in zip(texts[True], texts[False])) / n,
+            "cached_texts": texts[True]}
+
+
+def _hf_generate(model, tokenizer, rows: list[list[int]], max_new_tokens: int, stop: Sequence[str]) -> list[list[int]]:
+    """One left-padded batch through HF ``model.generate``: each row's new token ids."""
+    batch = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+    out = model.generate(
+        **batch,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        stopping_criteria=stopping_criteria(tokenizer, stop, batch["input_ids"].shape[1]),
+    )
+    return out[:, batch["input_ids"].shape[1] :].tolist()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -288,14 +287,6 @@ def load_model(model_dir: str | Path, dtype: str = "float32"):
 def model_context_length(model_dir: str | Path) -> int:
     config = json.loads((Path(model_dir) / "config.json").read_text())
     return int(config.get("max_position_embeddings") or 2048)
-
-
-def set_torch_threads() -> None:
-    """Use every core for intra-op work unless the user pinned OMP_NUM_THREADS."""
-    import torch
-
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 
 if __name__ == "__main__":  # python -m promptintern.models SPEC OUT_DIR

@@ -457,7 +457,8 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     with resource_errors(f"generation for benchmark {label!r} at eval.batch_size={cfg.batch_size}", out,
                          memory_hint="lower eval.batch_size or eval.max_new_tokens"):
         gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,
-                        batch_size=cfg.batch_size, stop=task.stop)
+                        batch_size=cfg.batch_size, stop=task.stop, prefix_cache=cfg.prefix_cache)
+        template_cached = _template_cached(model_dir, prompts, gens, template_text, task, cfg)
     answers = [task.postprocess(t) for t in gens.texts]
     # a completion that ran to the token limit repeating itself: greedy decoding caught in a loop
     at_limit = [n >= cfg.max_new_tokens for n in gens.output_tokens]
@@ -481,6 +482,15 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     else:
         cost = cost_report(in_tokens, out_tokens, gens.seconds_per_instance, len(test),
                            tokenizer="the model's own (cl100k_base not available offline)")
+    if template_cached is not None:  # the same prompts with the template served from a prompt cache
+        prefix_tokens = template_cached["prefix_tokens"]
+        if openai_in is not None:  # the cached prefix in OpenAI tokens, as the prices count it
+            prefix_tokens = count_openai_tokens(template_cached.pop("prefix_text"))[0]
+        template_cached.pop("prefix_text", None)
+        template_cached["cost"] = cost_report(
+            cost.input_tokens_per_query, cost.output_tokens_per_query, gens.seconds_per_instance, len(test),
+            tokenizer=cost.tokenizer, cached_input_tokens_per_query=min(prefix_tokens, cost.input_tokens_per_query),
+        ).model_dump()
     metrics = {
         "label": label,
         **scores,
@@ -501,6 +511,42 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
         "dataset": info,
         "decoding": "greedy",
         "prompt_style": "chat" if as_chat else "plain",
+        "prefix_cache": cfg.prefix_cache,
+        "shared_prefix_tokens": gens.prefix_tokens,
+        "template_cached": template_cached,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _template_cached(model_dir: Path, prompts: list[str], gens, template_text: str, task, cfg: EvalSettings) -> dict | None:
+    """For prompts that carry a template: what serving them with the template in a prompt cache
+    costs in time, against recomputing it on every call. The main generation used the cache (when
+    ``eval.prefix_cache``); the first ``eval.cache_timing_rows`` rows are generated again with and
+    without it, side by side, and the time of the other mode is the main run's scaled by their
+    ratio. None: no template, no shared prefix, or not measured."""
+    from promptintern.generate import time_prefix_cache
+    from promptintern.models import load_tokenizer
+
+    if not template_text or not cfg.cache_timing_rows:
+        return None
+    sample = time_prefix_cache(model_dir, prompts[: cfg.cache_timing_rows], cfg.max_new_tokens, cfg.batch_size,
+                               task.stop)
+    if not sample["prefix_tokens"]:
+        return None
+    texts = sample.pop("cached_texts")
+    ratio = sample["uncached_seconds_per_instance"] / max(sample["cached_seconds_per_instance"], 1e-9)
+    main = gens.seconds_per_instance
+    tokenizer = load_tokenizer(model_dir)
+    ids = tokenizer(prompts[0], add_special_tokens=False)["input_ids"][: sample["prefix_tokens"]]
+    return {
+        "prefix_tokens": sample["prefix_tokens"],
+        "prefix_text": tokenizer.decode(ids),
+        "seconds_per_instance": main if cfg.prefix_cache else main / ratio,
+        "recomputed_seconds_per_instance": main * ratio if cfg.prefix_cache else main,
+        "speedup": ratio,
+        # the same answers with and without the cache (and as in the main run), on the sample
+        "answers_agree": sample["answers_agree"],
+        "answers_agree_with_main_run": sum(a == b for a, b in zip(texts, gens.texts)) / max(1, len(texts)),
+        "sample": sample,
+    }

@@ -17,7 +17,9 @@ from promptintern.cost import cost_saved
 
 COLUMNS = ("method", "prompt form", "train steps", "metric", "± 95% CI", "p vs promptintern", "exact match",
            "NLC2CMD", "BLEU BP", "looping", "output tokens", "input tokens / query", "vs full prompt",
-           "s / instance", "USD / 1K queries", "cost saved")
+           "s / instance", "speed-up vs full prompt", "speed-up vs template cached", "USD / 1K queries",
+           "cost saved vs full prompt", "cost saved vs template cached")
+CACHED = ", template cached"  # the row of a templated benchmark served with its template in a prompt cache
 
 # What each benchmark of a run is, in the order a table lists them.
 METHODS = {
@@ -34,21 +36,32 @@ def rows_from_metrics(metrics: Sequence[dict], full_prompt_label: str | None = N
     """One table row per benchmark; ratios and savings are against ``full_prompt_label``.
 
     The cost column prices each method's prompts at ``price_model``'s list price (see
-    ``promptintern/prices.json``); "cost saved" is the paper's 100 * (1 - ours / full).
+    ``promptintern/prices.json``); "cost saved" is the paper's 100 * (1 - ours / full), against two
+    baselines: the full prompt recomputed on every call (the paper's) and the full prompt with its
+    template served from a prompt cache (what a serving stack or a provider's cache gives; the
+    cached tokens at the cached price where ``price_model`` lists one). A benchmark whose prompts
+    carry a template (``template_cached`` in its metrics) gets both rows: "<label>" with the time of
+    recomputing the template, "<label>, template cached" with the cached time and price.
     ``significance`` (``promptintern.significance.paired_bootstrap``) gives each row its 95%
     interval and its p-value against the baseline system.
     """
     by_label = {m["label"]: m for m in metrics}
     full = by_label.get(full_prompt_label) if full_prompt_label else None
+    full_cached = (full or {}).get("template_cached")
     systems = (significance or {}).get("systems", {})
+
+    def price(cost: dict | None) -> float | None:
+        return (cost or {}).get("cost_per_1k_queries", {}).get(price_model)
+
+    baselines = {"full prompt": (_recomputed_seconds(full) if full else None, price(full.get("cost")) if full else None),
+                 "template cached": (full_cached["seconds_per_instance"], price(full_cached["cost"]))
+                 if full_cached else (None, None)}
     rows = []
     for m in metrics:
         main = m.get(m["metric"], float("nan"))
         ratio = (m["input_tokens_per_query"] / full["input_tokens_per_query"]) if full else float("nan")
-        cost = m.get("cost", {}).get("cost_per_1k_queries", {}).get(price_model)
-        full_cost = full.get("cost", {}).get("cost_per_1k_queries", {}).get(price_model) if full else None
         sig = systems.get(m["label"], {})
-        rows.append({
+        row = {
             "method": m["label"],
             "prompt form": m.get("prompt_form", ""),
             "train steps": str(m["train_steps"]) if m.get("train_steps") is not None else "untuned",
@@ -62,11 +75,32 @@ def rows_from_metrics(metrics: Sequence[dict], full_prompt_label: str | None = N
             "output tokens": f"{m['output_tokens_per_query']:.1f}" if "output_tokens_per_query" in m else "",
             "input tokens / query": f"{m['input_tokens_per_query']:.1f}",
             "vs full prompt": f"{ratio:.3f}x" if full else "",
-            "s / instance": f"{m['seconds_per_instance']:.3f}",
-            "USD / 1K queries": f"{cost:.3f} ({price_model})" if cost is not None else "",
-            "cost saved": f"{cost_saved(full_cost, cost):.1f}%" if cost is not None and full_cost else "",
-        })
+        }
+        forms = [(m["label"], _recomputed_seconds(m), price(m.get("cost")))]
+        if m.get("template_cached"):
+            forms.append((m["label"] + CACHED, m["template_cached"]["seconds_per_instance"],
+                          price(m["template_cached"]["cost"])))
+        for label, seconds, cost in forms:
+            rows.append({**row, "method": label, "s / instance": f"{seconds:.3f}",
+                         "USD / 1K queries": f"{cost:.3f} ({price_model})" if cost is not None else "",
+                         **_against(baselines, seconds, cost)})
     return rows
+
+
+def _recomputed_seconds(m: dict) -> float:
+    """Seconds per instance with the template recomputed on every call (the paper's full prompt)."""
+    cached = m.get("template_cached")
+    return cached["recomputed_seconds_per_instance"] if cached else m["seconds_per_instance"]
+
+
+def _against(baselines: dict[str, tuple[float | None, float | None]], seconds: float, cost: float | None) -> dict:
+    """Speed-up and cost saved of one row against each baseline (blank where a baseline is missing)."""
+    cells = {}
+    for name, (base_seconds, base_cost) in baselines.items():
+        cells[f"speed-up vs {name}"] = f"{base_seconds / seconds:.2f}x" if base_seconds and seconds else ""
+        cells[f"cost saved vs {name}"] = (f"{cost_saved(base_cost, cost):.1f}%"
+                                          if cost is not None and base_cost else "")
+    return cells
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
@@ -231,7 +265,9 @@ def summary_rows(metrics: Sequence[dict], variant: str | None = None, significan
         "looping %": round(float(m["looping_rate"]), 2) if "looping_rate" in m else None,
         "exact match": round(float(m.get("exact_match", float("nan"))), 4),
         "input tokens / query": round(float(m["input_tokens_per_query"]), 2),
-        "s / instance": round(float(m["seconds_per_instance"]), 4),
+        "s / instance": round(float(_recomputed_seconds(m)), 4),
+        "s / instance, template cached": (round(float(m["template_cached"]["seconds_per_instance"]), 4)
+                                          if m.get("template_cached") else None),
         "test rows": m.get("n"),
         "scoring": scoring(m),
     } for m in metrics]
@@ -263,7 +299,7 @@ def variant_group(name: str) -> str:
 
 SWEEP_COLUMNS = ("group", "variant", "prompt form", "metric", "vs direct-no-template (equal steps)",
                  "input tokens / query", "fewer tokens than full prompt", "s / instance", "speed-up vs full prompt",
-                 "status")
+                 "speed-up vs template cached", "status")
 
 
 def versus_direct(rows: Sequence[dict]) -> str:
@@ -312,6 +348,9 @@ def _comparison_row(group: str, variant: str, row: dict, reference: dict | None,
         "fewer tokens than full prompt": f"{reference['input tokens / query'] / tokens:.1f}x" if reference and tokens else "",
         "s / instance": seconds,
         "speed-up vs full prompt": f"{reference['s / instance'] / seconds:.2f}x" if reference and seconds else "",
+        "speed-up vs template cached": (f"{reference['s / instance, template cached'] / seconds:.2f}x"
+                                        if reference and reference.get("s / instance, template cached") and seconds
+                                        else ""),
         "status": status,
     }
 

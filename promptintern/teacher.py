@@ -20,7 +20,8 @@ def write_teacher_logits(model_dir: Path, adapter: Path | None, shard: Path, out
     teacher's prompt form), into ``out`` (see the module docstring)."""
     from tqdm.auto import tqdm
 
-    from promptintern.models import load_model, load_tokenizer, set_torch_threads
+    from promptintern.cpu import set_torch_threads
+    from promptintern.models import load_model, load_tokenizer
     from promptintern.shards import read_shard
     from promptintern.train import IGNORE_INDEX, collate, encode_row
 

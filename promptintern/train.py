@@ -34,7 +34,8 @@ from promptintern.config import LoraSettings, TrainSettings
 from promptintern.curriculum import (StagePlan, StageProbe, batches_for_steps, lr_factor, plan_batches, should_advance,
                                      steps_for_epochs, warmup_steps)
 from promptintern.distill import TeacherLogits, distill_loss
-from promptintern.models import load_model, load_tokenizer, set_torch_threads
+from promptintern.cpu import set_torch_threads
+from promptintern.models import load_model, load_tokenizer
 from promptintern.shards import read_shard
 
 log = logging.getLogger(__name__)

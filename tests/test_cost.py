@@ -14,9 +14,11 @@ from promptintern.cost import cost_report, cost_saved, count_openai_tokens, load
 def test_shipped_price_table():
     prices = load_prices()
     assert prices.date == "2024-06" and prices.currency == "USD" and "openai.com" in prices.source
-    got = {m: (p.input, p.output) for m, p in prices.models.items()}
-    assert got == {"gpt-3.5-turbo-0125": (0.0005, 0.0015), "gpt-4": (0.03, 0.06),
-                   "gpt-4-turbo": (0.01, 0.03), "gpt-4o": (0.005, 0.015)}
+    got = {m: (p.input, p.output, p.cached_input) for m, p in prices.models.items()}
+    assert got == {"gpt-3.5-turbo-0125": (0.0005, 0.0015, None), "gpt-4": (0.03, 0.06, None),
+                   "gpt-4-turbo": (0.01, 0.03, None), "gpt-4o": (0.005, 0.015, None),
+                   "gpt-4o-2024-08-06": (0.0025, 0.01, 0.00125), "gpt-4o-mini": (0.00015, 0.0006, 0.000075),
+                   "claude-3-5-sonnet": (0.003, 0.015, 0.0003)}
 
 
 def test_price_table_from_a_file_and_its_errors(tmp_path):
@@ -46,6 +48,24 @@ def test_cost_arithmetic_and_savings():
     assert cost_report(1, 1, 0.0, n=1).instances_per_second is None
     with pytest.raises(ValueError):
         cost_saved(0.0, 1.0)
+
+
+def test_cached_template_tokens_are_priced_at_the_cached_price_where_one_is_listed():
+    prices = load_prices()
+    assert prices.models["claude-3-5-sonnet"].cached_input == pytest.approx(0.1 * prices.models["claude-3-5-sonnet"].input)
+    assert all(m.date and m.source for m in prices.models.values() if m.cached_input is not None)
+    plain = cost_report(1000, 100, 0.5, n=10)
+    cached = cost_report(1000, 100, 0.5, n=10, cached_input_tokens_per_query=800)
+    # claude-3-5-sonnet: 1000 * (200 * 0.003 + 800 * 0.0003 + 100 * 0.015) / 1000 = 2.34 USD per 1K queries
+    assert cached.cost_per_1k_queries["claude-3-5-sonnet"] == pytest.approx(2.34)
+    assert plain.cost_per_1k_queries["claude-3-5-sonnet"] == pytest.approx(4.5)
+    # gpt-4o-2024-08-06: the cached prefix at half price
+    assert cached.cost_per_1k_queries["gpt-4o-2024-08-06"] == pytest.approx(200 * 0.0025 + 800 * 0.00125 + 100 * 0.01)
+    # gpt-4 lists no cached price: caching changes nothing
+    assert cached.cost_per_1k_queries["gpt-4"] == pytest.approx(plain.cost_per_1k_queries["gpt-4"])
+    assert cached.cached_input_tokens_per_query == 800
+    with pytest.raises(ValueError, match="cached input tokens"):
+        cost_report(100, 10, 0.5, n=1, cached_input_tokens_per_query=200)
 
 
 def test_tiktoken_offline_returns_none_fast_and_says_why_once(tmp_path, monkeypatch, caplog):

@@ -60,8 +60,19 @@ def test_flow_runs_every_box_and_reports(first_run):
     assert len(states["train-stage"]) == cfg.schedule.num_stages + 1 == len(states["materialize-shard"])
     assert all(s == "Completed" for names in states.values() for s in names)
     labels = [r["method"] for r in result["rows"]]
-    assert labels == ["promptintern", "direct-no-template", "base-full-prompt", "base-query-only"]
+    assert labels == ["promptintern", "direct-no-template", "base-full-prompt", "base-full-prompt, template cached",
+                      "base-query-only"]
     metrics = {m["label"]: m for m in result["metrics"]}
+    # the full prompt is also served with its template in a prompt cache: the same answers, timed
+    # both ways side by side, priced with the cached-input prices
+    cached = metrics["base-full-prompt"]["template_cached"]
+    assert cached["prefix_tokens"] > 20 and cached["answers_agree"] == cached["answers_agree_with_main_run"] == 1.0
+    assert cached["recomputed_seconds_per_instance"] > 0 and cached["seconds_per_instance"] > 0
+    prices = cached["cost"]["cost_per_1k_queries"]
+    assert prices["claude-3-5-sonnet"] < metrics["base-full-prompt"]["cost"]["cost_per_1k_queries"]["claude-3-5-sonnet"]
+    assert metrics["promptintern"]["template_cached"] is None  # no template, nothing to cache
+    header = result["markdown"].splitlines()[0]
+    assert "cost saved vs full prompt" in header and "cost saved vs template cached" in header
     # the honest comparison: fine-tuning on the query alone for exactly as many optimizer steps
     assert metrics["direct-no-template"]["train_steps"] == metrics["promptintern"]["train_steps"] == 18
     assert metrics["direct-no-template"]["k"] == 0 and metrics["direct-no-template"]["template_chars"] == 0

@@ -1,0 +1,97 @@
+"""The decoding loop (``promptintern.decode``) gives HF ``generate``'s greedy answers, with the
+shared prompt prefix prefilled once and finished rows leaving the batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from promptintern.decode import common_prefix_len, greedy_batch, prefill
+from promptintern.generate import generate
+from promptintern.models import load_model, load_tokenizer
+
+TEMPLATE = ("You translate requests into bash commands.\nUse only standard tools: find, grep, sed, awk, "
+            "sort, uniq, wc, tar, xargs.\nAnswer with one line.\n\n")
+QUERIES = ["list files", "count the lines of every python file under src", "b", "show disk usage",
+           "find files bigger than 1M modified today and print their names", "x = 1", "sort names.txt"]
+
+
+def test_common_prefix_leaves_every_row_one_token():
+    assert common_prefix_len([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2  # identical rows: the last token runs in the batch
+    assert common_prefix_len([[1, 2], [3, 4]]) == 0
+    assert common_prefix_len([[7, 8, 9]]) == 2
+    assert common_prefix_len([]) == 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("stop", [(), ("\n",), ("a",)])
+def test_the_loop_gives_hf_generates_answers_token_for_token(tiny_model_dir, batch_size, stop):
+    prompts = [f"{TEMPLATE}Request: {q}\nCommand:" for q in QUERIES]
+    hf = generate(tiny_model_dir, prompts, max_new_tokens=12, batch_size=batch_size, stop=stop,
+                  progress=False, engine="hf")
+    cached = generate(tiny_model_dir, prompts, max_new_tokens=12, batch_size=batch_size, stop=stop,
+                      progress=False)
+    plain = generate(tiny_model_dir, prompts, max_new_tokens=12, batch_size=batch_size, stop=stop,
+                     progress=False, prefix_cache=False)
+    tok = load_tokenizer(tiny_model_dir)
+    template_tokens = len(tok(TEMPLATE, add_special_tokens=False)["input_ids"])
+    assert cached.prefix_tokens >= template_tokens - 1 and plain.prefix_tokens == 0 and hf.prefix_tokens == 0
+    assert cached.texts == hf.texts and plain.texts == hf.texts
+    # token counts against HF one row at a time: in a batch, HF appends a pad to a row that a stop
+    # string ended, which the count (up to the first EOS / pad) takes for one more output token
+    alone = hf if batch_size == 1 else generate(tiny_model_dir, prompts, max_new_tokens=12, batch_size=1,
+                                                stop=stop, progress=False, engine="hf")
+    assert cached.output_tokens == plain.output_tokens == alone.output_tokens
+    assert len(set(hf.texts)) > 1  # the rows differ: a loop that mixed them up would show
+
+
+def test_a_finished_row_leaves_the_batch_and_the_others_do_not_change(tiny_model_dir):
+    tok, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    rows = [tok(f"{TEMPLATE}Request: {q}\nCommand:", add_special_tokens=False)["input_ids"] for q in QUERIES[:3]]
+    shared = common_prefix_len(rows)
+    prefix = prefill(model, rows[0][:shared])
+    suffixes = [r[shared:] for r in rows]
+    free = greedy_batch(model, suffixes, 10, None, tok.pad_token_id, prefix)
+    assert all(len(ids) == 10 for ids in free)
+    # the first position where row 0's answer and another row's part
+    at = min(next(j for j in range(10) if ids[j] != free[0][j]) for ids in free[1:] if ids != free[0])
+    mark = free[0][at]
+
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, args, kw: sizes.append(kw["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    try:
+        # a row whose answer has row 0's token at that position stops right there
+        stopped = greedy_batch(model, suffixes, 10, None, tok.pad_token_id, prefix,
+                               stopped=lambda ids: len(ids) == at + 1 and ids[at] == mark)
+    finally:
+        handle.remove()
+    for ids, whole in zip(stopped, free):
+        assert ids == (whole[:at + 1] if whole[at] == mark else whole)
+    leaving = sum(ids[at] == mark for ids in free)
+    assert 1 <= leaving < 3
+    # one forward per new token (the prefill gives the first); after token ``at``, without the rows
+    # that left; none after the last row's tenth token
+    assert sizes == [3] * (at + 1) + [3 - leaving] * (9 - at)
+
+
+def test_the_prefix_cache_is_not_changed_by_the_batches(tiny_model_dir):
+    tok, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    ids = tok(TEMPLATE, add_special_tokens=False)["input_ids"]
+    prefix = prefill(model, ids)
+    before = [t.clone() for t in _tensors(prefix.cache)]
+    suffix = tok("Request: list files\nCommand:", add_special_tokens=False)["input_ids"]
+    first = greedy_batch(model, [suffix, suffix[1:]], 6, tok.eos_token_id, tok.pad_token_id, prefix)
+    again = greedy_batch(model, [suffix, suffix[1:]], 6, tok.eos_token_id, tok.pad_token_id, prefix)
+    assert first == again
+    after = _tensors(prefix.cache)
+    assert len(after) == len(before) and all(torch.equal(a, b) for a, b in zip(after, before))
+
+
+def _tensors(cache) -> list[torch.Tensor]:
+    """Every key / value tensor a transformers cache holds."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return [t for layer in layers for t in (layer.keys, layer.values)]
+    return [t for pair in cache.to_legacy_cache() for t in pair]
