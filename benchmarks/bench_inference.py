@@ -1,22 +1,26 @@
-"""Benchmark inference: what the query-only prompt saves, and what batched generation buys.
+"""Benchmark inference against the machine's bounds: decode steps, batching, the template cache.
 
-Two comparisons on one model (default: the pipeline's merged model under ``artifacts/merged/``,
-else the converted SmolLM2) and the first ``--n`` NL2Bash test rows:
+On one model (default: the pipeline's merged model under ``artifacts/merged/``, else the converted
+SmolLM2) and the first ``--n`` NL2Bash test rows, in one run:
 
-1. Prompt forms, every instance generating exactly ``--new-tokens`` tokens (EOS ignored, so
-   output length does not confound input cost): ``full`` = the task template + k BLEU-retrieved
-   training shots + query (what a non-internalized model needs); ``query_only`` = the query with
-   its cue (what PromptIntern's model is asked at inference); ``bare`` = the query text alone, no
-   prefix, no cue, no chat wrapper (the floor: no prompt costs less than the query itself).
-   Reported: input tokens per instance, s/instance at batch 1, instances/s batched, and ratios.
-2. Our ``promptintern.generate.generate`` at ``--batch-size`` against a loop of batch-1 HF
-   ``model.generate`` on the query-only prompts, greedy, natural stopping (EOS / the task's stop
-   string, as in the pipeline's benchmark box); completions must agree.
+1. **Bounds of this machine.** A bandwidth probe (GB/s summing a 1 GiB fp32 tensor) and a matmul
+   probe (GFLOP/s of the decode step's shapes: the model's Linear layers at batch 1 and at
+   ``--batch-size``). A decode step cannot beat max(weights / bandwidth, FLOPs / matmul rate).
+2. **The decode step**, ours (``promptintern.decode``) and HF ``generate``, at batch 1 and
+   ``--batch-size``: (time for N+1 forced tokens - time for 1) / N, and its ratio to the bound.
+3. **Batched generation vs a batch-1 loop of HF ``generate``** on the query-only prompts, greedy,
+   natural stopping (EOS / the task's stop string, as the benchmark box does); completions compared.
+4. **The template cache.** The full prompt (template + k retrieved shots + query) generated with
+   the template recomputed for every batch (HF ``generate``, and our loop without the prefix cache)
+   and with it prefilled once (our loop, the default); completions compared; beside the query-only
+   prompt (what PromptIntern's model is asked).
+5. **int8 dynamic quantization** of the Linear layers (``torch.ao.quantization.quantize_dynamic``):
+   the decode step and how many greedy completions stay identical to fp32.
 
-Repeats are interleaved; medians are reported. Prints one JSON line, then a short table.
+Repeats are interleaved; medians are reported. Prints one JSON line, then a table.
 
-    python benchmarks/bench_inference.py                       # SmolLM2 (merged), 8 rows
-    python benchmarks/bench_inference.py --model tiny --n 4    # smoke run
+    python benchmarks/bench_inference.py                       # SmolLM2 (merged), 16 rows
+    python benchmarks/bench_inference.py --model tiny --n 4 --repeats 1    # smoke run
 
 Files read: ``data/nl2bash/split/{train,test}.jsonl`` (``--data-dir``), ``artifacts/merged/<key>/``
 or ``artifacts/models/<key>/``.
@@ -43,9 +47,10 @@ except ImportError:  # run from a checkout without installing
 import torch
 
 from bench_train import cpu_flags, cpu_model, resolve_model
-from promptintern.datasets import get_task
-from promptintern.generate import cut_at_stop, generate, stopping_criteria
 from promptintern.cpu import set_torch_threads
+from promptintern.datasets import get_task
+from promptintern.decode import greedy_batch
+from promptintern.generate import generate_with
 from promptintern.models import load_model, load_tokenizer
 from promptintern.prompts import render_prompt
 from promptintern.retrieve import retrieve_for
@@ -58,47 +63,80 @@ def pick_model(spec: str, scratch: Path) -> Path:
     return resolve_model(spec, scratch)
 
 
-@torch.no_grad()
-def fixed_length_seconds(model, tokenizer, prompts: list[str], batch_size: int, new_tokens: int) -> float:
-    """Seconds to generate exactly ``new_tokens`` greedy tokens for every prompt (left-padded batches)."""
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    t0 = time.perf_counter()
-    for start in range(0, len(encoded), batch_size):
-        batch = tokenizer.pad({"input_ids": encoded[start : start + batch_size]}, return_tensors="pt")
-        model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                       pad_token_id=tokenizer.pad_token_id)
-    return time.perf_counter() - t0
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bandwidth_gb_s(repeats: int = 5) -> float:
+    """Read bandwidth: GB/s summing a 1 GiB fp32 tensor (what streaming the weights once costs)."""
+    x = torch.ones(256 * 1024 * 1024)
+    x.sum()
+    return x.numel() * 4 / median_seconds(lambda: x.sum(), repeats) / 1e9
+
+
+def linear_shapes(model) -> list[tuple[int, int]]:
+    """(in, out) of every Linear the decode step runs, the LM head included."""
+    return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def matmul_gflops(shapes: list[tuple[int, int]], rows: int, repeats: int = 5) -> float:
+    """GFLOP/s of ``rows`` x in @ in x out over the model's Linear shapes (the decode step's matmuls)."""
+    weights = [torch.randn(o, i) for i, o in shapes]
+    xs = {i: torch.randn(rows, i) for i, _ in shapes}
+
+    def run():
+        for w in weights:
+            torch.nn.functional.linear(xs[w.shape[1]], w)
+
+    run()
+    flops = sum(2 * rows * i * o for i, o in shapes)
+    return flops / median_seconds(run, repeats) / 1e9
 
 
 @torch.no_grad()
-def hf_batch1(model, tokenizer, prompts: list[str], max_new_tokens: int, stop) -> tuple[float, list[str]]:
-    """The baseline: one prompt at a time through HF generate, greedy, stopping as the pipeline does."""
-    texts = []
-    t0 = time.perf_counter()
-    for p in prompts:
-        batch = tokenizer(p, add_special_tokens=False, return_tensors="pt")
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                             stopping_criteria=stopping_criteria(tokenizer, stop, batch["input_ids"].shape[1]))
-        texts.append(cut_at_stop(tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True), stop))
-    return time.perf_counter() - t0, texts
+def our_step_seconds(model, tokenizer, prompts: list[str], steps: int, repeats: int) -> float:
+    """Seconds per decode step of our loop for this batch: (steps + 1 tokens - 1 token) / steps."""
+    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+    def run(n):
+        return lambda: greedy_batch(model, rows, n, None, tokenizer.pad_token_id)
+
+    return (median_seconds(run(steps + 1), repeats) - median_seconds(run(1), repeats)) / steps
+
+
+@torch.no_grad()
+def hf_step_seconds(model, tokenizer, prompts: list[str], steps: int, repeats: int) -> float:
+    batch = tokenizer.pad({"input_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]},
+                          return_tensors="pt")
+
+    def run(n):
+        return lambda: model.generate(**batch, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                      pad_token_id=tokenizer.pad_token_id)
+
+    return (median_seconds(run(steps + 1), repeats) - median_seconds(run(1), repeats)) / steps
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="merged", help="merged (default), smollm2-135m, tiny, or a folder")
     ap.add_argument("--data-dir", type=Path, default=ROOT / "data")
-    ap.add_argument("--n", type=int, default=8, help="first N test rows")
+    ap.add_argument("--n", type=int, default=16, help="first N test rows")
     ap.add_argument("--k", type=int, default=2, help="shots in the full prompt (the pipeline's stage-1 k)")
     ap.add_argument("--train-pool", type=int, default=1000, help="first N train rows as the shot pool")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--new-tokens", type=int, default=16, help="forced output length for the prompt-form runs")
-    ap.add_argument("--max-new-tokens", type=int, default=48, help="cap for the batched-vs-batch-1 runs")
+    ap.add_argument("--steps", type=int, default=16, help="forced decode steps for the step-time probes")
+    ap.add_argument("--max-new-tokens", type=int, default=48, help="cap for the natural-stopping runs")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 dynamic quantization probe")
     args = ap.parse_args()
 
-    set_torch_threads()
+    threads = set_torch_threads()
     torch.manual_seed(args.seed)
     scratch = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     model_dir = pick_model(args.model, scratch)
@@ -107,75 +145,129 @@ def main() -> None:
     train = [json.loads(line) for line in (split / "train.jsonl").open()][: args.train_pool]
     test = [json.loads(line) for line in (split / "test.jsonl").open()][: args.n]
     shots = retrieve_for([r["nl"] for r in test], [r["nl"] for r in train], args.k)
-    template = task.template.text
     forms = {
-        "full": [render_prompt(task.format, r["nl"], template, [(train[j]["nl"], train[j]["cmd"]) for j in shots[i][::-1]])
-                 for i, r in enumerate(test)],
+        "full": [render_prompt(task.format, r["nl"], task.template.text,
+                               [(train[j]["nl"], train[j]["cmd"]) for j in shots[i][::-1]]) for i, r in enumerate(test)],
         "query_only": [render_prompt(task.format, r["nl"]) for r in test],
-        "bare": [r["nl"] for r in test],
     }
     tokenizer = load_tokenizer(model_dir)
     tokenizer.padding_side = "left"
     model = load_model(model_dir)
     in_tokens = {f: statistics.mean(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in ps)
                  for f, ps in forms.items()}
+    bs, reps, n = args.batch_size, args.repeats, len(test)
 
-    # warm-up: first calls allocate and pick kernels
-    fixed_length_seconds(model, tokenizer, forms["query_only"][:2], 2, 2)
-    times: dict[str, list[float]] = {}
-    agree = []
-    for r in range(args.repeats):
-        plan = [(f, b) for f in forms for b in (1, args.batch_size)] + [("ours_batched", 0), ("hf_batch1", 0)]
-        for name, bs in plan if r % 2 == 0 else plan[::-1]:
-            if name == "ours_batched":
-                gens = generate(model_dir, forms["query_only"], max_new_tokens=args.max_new_tokens,
-                                batch_size=args.batch_size, stop=task.stop, progress=False)
-                times.setdefault(name, []).append(gens.seconds)
-                ours_texts = gens.texts
-            elif name == "hf_batch1":
-                seconds, hf_texts = hf_batch1(model, tokenizer, forms["query_only"], args.max_new_tokens, task.stop)
-                times.setdefault(name, []).append(seconds)
-            else:
-                times.setdefault(f"{name}@{bs}", []).append(
-                    fixed_length_seconds(model, tokenizer, forms[name], bs, args.new_tokens))
-        agree.append(sum(a == b for a, b in zip(ours_texts, hf_texts)) / len(test))
+    # 1. bounds
+    shapes = linear_shapes(model)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    bw = bandwidth_gb_s()
+    gflops = {b: matmul_gflops(shapes, b) for b in (1, bs)}
+    flops_per_row = sum(2 * i * o for i, o in shapes)
+    bound = {b: max(weight_bytes / (bw * 1e9), b * flops_per_row / (gflops[b] * 1e9)) for b in (1, bs)}
+
+    # 2. the decode step (query-only rows: attention is a small share, as at inference)
+    q = forms["query_only"]
+    step = {"ours@1": our_step_seconds(model, tokenizer, q[:1], args.steps, reps),
+            f"ours@{bs}": our_step_seconds(model, tokenizer, q[:bs], args.steps, reps),
+            "hf@1": hf_step_seconds(model, tokenizer, q[:1], args.steps, reps),
+            f"hf@{bs}": hf_step_seconds(model, tokenizer, q[:bs], args.steps, reps)}
+
+    # 3-4. whole generations, natural stopping, interleaved repeats
+    def ours(prompts, batch_size, prefix_cache=True):
+        return generate_with(model, tokenizer, prompts, args.max_new_tokens, batch_size, task.stop, progress=False,
+                             prefix_cache=prefix_cache)
+
+    def hf(prompts, batch_size):
+        return generate_with(model, tokenizer, prompts, args.max_new_tokens, batch_size, task.stop, progress=False,
+                             engine="hf")
+
+    plan = {
+        "query_only ours@batch": lambda: ours(q, bs),
+        "query_only hf@1 loop": lambda: hf(q, 1),
+        "full hf@batch (template recomputed)": lambda: hf(forms["full"], bs),
+        "full ours@batch (template recomputed)": lambda: ours(forms["full"], bs, prefix_cache=False),
+        "full ours@batch (template cached)": lambda: ours(forms["full"], bs),
+    }
+    seconds: dict[str, list[float]] = {k: [] for k in plan}
+    texts: dict[str, list[str]] = {}
+    prefix_tokens = 0
+    for r in range(reps):
+        for name in (list(plan) if r % 2 == 0 else list(plan)[::-1]):
+            gens = plan[name]()
+            seconds[name].append(gens.seconds)
+            texts[name] = gens.texts
+            prefix_tokens = max(prefix_tokens, gens.prefix_tokens)
         print(f"# repeat {r}: load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    med = {k: statistics.median(v) for k, v in seconds.items()}
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    n, bs = len(test), args.batch_size
-    per_form = {f: {"input_tokens": round(in_tokens[f], 1),
-                    "s_per_instance_batch1": round(med[f"{f}@1"] / n, 4),
-                    "instances_per_s_batched": round(n / med[f"{f}@{bs}"], 3)} for f in forms}
+    def agree(a: str, b: str) -> float:
+        return sum(x == y for x, y in zip(texts[a], texts[b])) / n
+
+    def differences(a: str, b: str) -> list[dict]:
+        return [{"row": i, a: x, b: y} for i, (x, y) in enumerate(zip(texts[a], texts[b])) if x != y]
+
+    # 5. int8 dynamic quantization
+    int8 = None
+    if not args.no_int8:
+        quantized = torch.ao.quantization.quantize_dynamic(load_model(model_dir), {torch.nn.Linear}, dtype=torch.qint8)
+        q8 = generate_with(quantized, tokenizer, q, args.max_new_tokens, bs, task.stop, progress=False)
+        int8 = {"step_s_at_batch": our_step_seconds(quantized, tokenizer, q[:bs], args.steps, reps),
+                "completions_identical_to_fp32": sum(a == b for a, b in zip(q8.texts, texts["query_only ours@batch"])) / n}
+
     result = {
-        "bench": "inference", "forms": per_form,
-        "full_over_query_only": {
-            "input_tokens": round(in_tokens["full"] / in_tokens["query_only"], 2),
-            "latency_batch1": round(med["full@1"] / med["query_only@1"], 2),
-            "throughput_batched": round(med["full@%d" % bs] / med["query_only@%d" % bs], 2)},
-        "query_only_over_bare": {
-            "input_tokens": round(in_tokens["query_only"] / in_tokens["bare"], 3),
-            "latency_batch1": round(med["query_only@1"] / med["bare@1"], 3),
-            "latency_batched": round(med["query_only@%d" % bs] / med["bare@%d" % bs], 3)},
+        "bench": "inference",
+        "bounds": {"read_gb_s": round(bw, 2), "weights_gb": round(weight_bytes / 1e9, 3),
+                   "matmul_gflops": {str(b): round(v, 1) for b, v in gflops.items()},
+                   "step_bound_s": {str(b): round(v, 4) for b, v in bound.items()}},
+        "decode_step_s": {k: round(v, 4) for k, v in step.items()},
+        "step_over_bound": {k: round(v / bound[1 if k.endswith("@1") else bs], 2) for k, v in step.items()},
         "batched_vs_hf_batch1": {
-            "ours_s": round(med["ours_batched"], 3), "hf_batch1_s": round(med["hf_batch1"], 3),
-            "speedup": round(med["hf_batch1"] / med["ours_batched"], 2),
-            "completions_agree": min(agree)},
-        "seconds_all": {k: [round(x, 3) for x in v] for k, v in times.items()},
+            "ours_s": round(med["query_only ours@batch"], 3), "hf_batch1_s": round(med["query_only hf@1 loop"], 3),
+            "speedup": round(med["query_only hf@1 loop"] / med["query_only ours@batch"], 2),
+            "completions_agree": agree("query_only ours@batch", "query_only hf@1 loop"),
+            "differences": differences("query_only ours@batch", "query_only hf@1 loop")},
+        "template_cache": {
+            "prefix_tokens": prefix_tokens, "full_input_tokens": round(in_tokens["full"], 1),
+            "query_only_input_tokens": round(in_tokens["query_only"], 1),
+            "s_per_instance": {k: round(v / n, 4) for k, v in med.items() if k.startswith("full")}
+            | {"query_only ours@batch": round(med["query_only ours@batch"] / n, 4)},
+            "cached_speedup_vs_hf": round(med["full hf@batch (template recomputed)"]
+                                          / med["full ours@batch (template cached)"], 2),
+            "cached_speedup_vs_ours_recomputed": round(med["full ours@batch (template recomputed)"]
+                                                       / med["full ours@batch (template cached)"], 2),
+            "query_only_speedup_vs_cached": round(med["full ours@batch (template cached)"]
+                                                  / med["query_only ours@batch"], 2),
+            "query_only_speedup_vs_recomputed": round(med["full hf@batch (template recomputed)"]
+                                                      / med["query_only ours@batch"], 2),
+            "completions_agree_cached_vs_hf": agree("full ours@batch (template cached)",
+                                                    "full hf@batch (template recomputed)"),
+            "differences": differences("full ours@batch (template cached)", "full hf@batch (template recomputed)")},
+        "int8": int8,
+        "seconds_all": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
         "model": args.model, "model_dir": str(model_dir), "n": n, "k": args.k, "batch_size": bs,
-        "new_tokens_forced": args.new_tokens, "max_new_tokens": args.max_new_tokens,
-        "repeats": args.repeats, "seed": args.seed, "load_avg_1m": round(os.getloadavg()[0], 2),
-        "cpu": cpu_model(), "cpu_flags_avx512_amx": cpu_flags(), "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "steps": args.steps, "max_new_tokens": args.max_new_tokens, "repeats": reps, "seed": args.seed,
+        "load_avg_1m": round(os.getloadavg()[0], 2), "cpu": cpu_model(), "cpu_flags_avx512_amx": cpu_flags(),
+        "cpus": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
     }
     print(json.dumps(result))
-    print(f"{'form':<12} {'in tokens':>10} {'s/inst @1':>10} {f'inst/s @{bs}':>10}")
-    for f, v in per_form.items():
-        print(f"{f:<12} {v['input_tokens']:>10.1f} {v['s_per_instance_batch1']:>10.3f} {v['instances_per_s_batched']:>10.2f}")
-    q = result["query_only_over_bare"]
-    print(f"query_only / bare: tokens {q['input_tokens']:.2f}x, latency @1 {q['latency_batch1']:.3f}x, @{bs} {q['latency_batched']:.3f}x")
-    b = result["batched_vs_hf_batch1"]
-    print(f"ours batched @{bs}: {b['ours_s']:.2f} s vs HF batch-1 loop {b['hf_batch1_s']:.2f} s = {b['speedup']:.2f}x "
-          f"(completions agree {b['completions_agree']:.0%})")
+    b = result["bounds"]
+    print(f"machine: read {b['read_gb_s']} GB/s, weights {b['weights_gb']} GB, matmul {b['matmul_gflops']} GFLOP/s "
+          f"-> step bound {b['step_bound_s']} s")
+    for k, v in step.items():
+        print(f"decode step {k:<8} {v * 1000:8.1f} ms   {result['step_over_bound'][k]:.2f}x the bound")
+    x = result["batched_vs_hf_batch1"]
+    print(f"query-only, ours @{bs} {x['ours_s']:.2f} s vs HF batch-1 loop {x['hf_batch1_s']:.2f} s = {x['speedup']:.2f}x "
+          f"(completions agree {x['completions_agree']:.0%})")
+    t = result["template_cache"]
+    for k, v in t["s_per_instance"].items():
+        print(f"{k:<40} {v:7.3f} s/instance")
+    print(f"template cached ({t['prefix_tokens']} of {t['full_input_tokens']} tokens): {t['cached_speedup_vs_hf']:.2f}x vs "
+          f"HF recomputing it; query-only {t['query_only_speedup_vs_cached']:.2f}x faster than the cached full prompt "
+          f"({t['query_only_speedup_vs_recomputed']:.2f}x than recomputed); completions agree "
+          f"{t['completions_agree_cached_vs_hf']:.0%}")
+    if int8:
+        print(f"int8 dynamic: step @{bs} {int8['step_s_at_batch'] * 1000:.1f} ms vs fp32 {step[f'ours@{bs}'] * 1000:.1f} ms; "
+              f"completions identical to fp32 {int8['completions_identical_to_fp32']:.0%}")
 
 
 if __name__ == "__main__":
