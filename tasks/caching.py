@@ -18,6 +18,7 @@ holds for every process that shares the artifact root, so two builders never wri
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +50,27 @@ def folder_cache_key(kind: str, modules: tuple[str, ...]) -> Callable[[Any, dict
     return cache_key
 
 
+_IMPORTS = threading.Lock()
+
+
+def import_model_libraries() -> None:
+    """Resolve transformers' lazy names once, in one thread, before a box builds anything.
+
+    transformers resolves its names on first access, and two task threads doing that at once race
+    (seen in a fresh flow-run process: "ImportError: cannot import name 'AutoTokenizer' from
+    'transformers'" while two stage shards were submitted together). Done here, on a cache miss
+    only, not at import: a run whose every box is cached never imports torch (3.4 s here)."""
+    with _IMPORTS:
+        from transformers import (  # noqa: F401
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForTokenClassification,
+            AutoTokenizer,
+            DynamicCache,
+            PreTrainedTokenizerFast,
+        )
+
+
 def materialize(kind: str, modules: tuple[str, ...], parameters: dict[str, Any],
                 build: Callable[[Path], Any]) -> str:
     """Return ``kind/key`` relative to the root, building it with ``build(work_dir)`` if needed.
@@ -58,6 +80,7 @@ def materialize(kind: str, modules: tuple[str, ...], parameters: dict[str, Any],
     key = artifact_key(kind, modules, parameters)
     with flocked(store.root / kind / f".partial-{key}.lock"):
         if store.complete(kind, key) is None:
+            import_model_libraries()
             with store.build(kind, key, {k: v for k, v in parameters.items() if k not in NOT_IN_KEY}) as work:
                 build(work)
     return f"{kind}/{key}"

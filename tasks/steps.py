@@ -16,17 +16,6 @@ import json
 from concurrent.futures import BrokenExecutor
 from pathlib import Path
 
-# transformers resolves its names lazily on first access, and two task threads doing that at once
-# race (seen in a fresh flow-run process: "ImportError: cannot import name 'AutoTokenizer' from
-# 'transformers'" while two stage shards were submitted together). Resolve them here, in one thread.
-from transformers import (  # noqa: F401
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    DynamicCache,
-    PreTrainedTokenizerFast,
-)
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import CacheKeyFnPolicy
