@@ -53,7 +53,7 @@ def rows_from_metrics(metrics: Sequence[dict], full_prompt_label: str | None = N
     def price(cost: dict | None) -> float | None:
         return (cost or {}).get("cost_per_1k_queries", {}).get(price_model)
 
-    baselines = {"full prompt": (_recomputed_seconds(full) if full else None, price(full.get("cost")) if full else None),
+    baselines = {"full prompt": (recomputed_seconds(full) if full else None, price(full.get("cost")) if full else None),
                  "template cached": (full_cached["seconds_per_instance"], price(full_cached["cost"]))
                  if full_cached else (None, None)}
     rows = []
@@ -76,7 +76,7 @@ def rows_from_metrics(metrics: Sequence[dict], full_prompt_label: str | None = N
             "input tokens / query": f"{m['input_tokens_per_query']:.1f}",
             "vs full prompt": f"{ratio:.3f}x" if full else "",
         }
-        forms = [(m["label"], _recomputed_seconds(m), price(m.get("cost")))]
+        forms = [(m["label"], recomputed_seconds(m), price(m.get("cost")))]
         if m.get("template_cached"):
             forms.append((m["label"] + CACHED, m["template_cached"]["seconds_per_instance"],
                           price(m["template_cached"]["cost"])))
@@ -87,7 +87,7 @@ def rows_from_metrics(metrics: Sequence[dict], full_prompt_label: str | None = N
     return rows
 
 
-def _recomputed_seconds(m: dict) -> float:
+def recomputed_seconds(m: dict) -> float:
     """Seconds per instance with the template recomputed on every call (the paper's full prompt)."""
     cached = m.get("template_cached")
     return cached["recomputed_seconds_per_instance"] if cached else m["seconds_per_instance"]
@@ -265,7 +265,7 @@ def summary_rows(metrics: Sequence[dict], variant: str | None = None, significan
         "looping %": round(float(m["looping_rate"]), 2) if "looping_rate" in m else None,
         "exact match": round(float(m.get("exact_match", float("nan"))), 4),
         "input tokens / query": round(float(m["input_tokens_per_query"]), 2),
-        "s / instance": round(float(_recomputed_seconds(m)), 4),
+        "s / instance": round(float(recomputed_seconds(m)), 4),
         "s / instance, template cached": (round(float(m["template_cached"]["seconds_per_instance"]), 4)
                                           if m.get("template_cached") else None),
         "test rows": m.get("n"),
