@@ -1,7 +1,7 @@
 """Benchmark inference against the machine's bounds: decode steps, batching, the template cache.
 
 On one model (default: the pipeline's merged model under ``artifacts/merged/``, else the converted
-SmolLM2) and the first ``--n`` NL2Bash test rows, in one run:
+SmolLM2) and the first ``--n`` test rows of ``--task`` (NL2Bash, or MBPP), in one run:
 
 1. **Bounds of this machine.** A bandwidth probe (GB/s summing a 1 GiB fp32 tensor) and a matmul
    probe (GFLOP/s of the decode step's shapes: the model's Linear layers at batch 1 and at
@@ -22,7 +22,7 @@ Repeats are interleaved; medians are reported. Prints one JSON line, then a tabl
     python benchmarks/bench_inference.py                       # SmolLM2 (merged), 16 rows
     python benchmarks/bench_inference.py --model tiny --n 4 --repeats 1    # smoke run
 
-Files read: ``data/nl2bash/split/{train,test}.jsonl`` (``--data-dir``), ``artifacts/merged/<key>/``
+Files read: the task's data under ``--data-dir`` (``data/nl2bash/split/``, ``data/mbpp/``), ``artifacts/merged/<key>/``
 or ``artifacts/models/<key>/``.
 """
 
@@ -124,6 +124,7 @@ def hf_step_seconds(model, tokenizer, prompts: list[str], steps: int, repeats: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="merged", help="merged (default), smollm2-135m, tiny, or a folder")
+    ap.add_argument("--task", default="nl2bash", help="nl2bash (default) or mbpp: whose template and rows")
     ap.add_argument("--data-dir", type=Path, default=ROOT / "data")
     ap.add_argument("--n", type=int, default=16, help="first N test rows")
     ap.add_argument("--k", type=int, default=2, help="shots in the full prompt (the pipeline's stage-1 k)")
@@ -140,15 +141,14 @@ def main() -> None:
     torch.manual_seed(args.seed)
     scratch = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     model_dir = pick_model(args.model, scratch)
-    task = get_task("nl2bash")
-    split = args.data_dir / "nl2bash" / "split"
-    train = [json.loads(line) for line in (split / "train.jsonl").open()][: args.train_pool]
-    test = [json.loads(line) for line in (split / "test.jsonl").open()][: args.n]
-    shots = retrieve_for([r["nl"] for r in test], [r["nl"] for r in train], args.k)
+    task = get_task(args.task)
+    train = task.load(args.data_dir, "train")[: args.train_pool]
+    test = task.load(args.data_dir, "test")[: args.n]
+    shots = retrieve_for([r.query for r in test], [r.query for r in train], args.k)
     forms = {
-        "full": [render_prompt(task.format, r["nl"], task.template.text,
-                               [(train[j]["nl"], train[j]["cmd"]) for j in shots[i][::-1]]) for i, r in enumerate(test)],
-        "query_only": [render_prompt(task.format, r["nl"]) for r in test],
+        "full": [render_prompt(task.format, r.query, task.template.text,
+                               [(train[j].query, train[j].target) for j in shots[i][::-1]]) for i, r in enumerate(test)],
+        "query_only": [render_prompt(task.format, r.query) for r in test],
     }
     tokenizer = load_tokenizer(model_dir)
     tokenizer.padding_side = "left"
@@ -247,7 +247,7 @@ def main() -> None:
             "differences": differences("full ours@batch (template cached)", "full hf@batch (template recomputed)")},
         "int8": int8,
         "seconds_all": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
-        "model": args.model, "model_dir": str(model_dir), "n": n, "k": args.k, "batch_size": bs,
+        "task": args.task, "model": args.model, "model_dir": str(model_dir), "n": n, "k": args.k, "batch_size": bs,
         "steps": args.steps, "max_new_tokens": args.max_new_tokens, "repeats": reps, "seed": args.seed,
         "load_avg_1m": round(os.getloadavg()[0], 2), "cpu": cpu_model(), "cpu_flags_avx512_amx": cpu_flags(),
         "cpus": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
