@@ -23,6 +23,7 @@ Presets (sizes chosen for 2 CPU cores unless stated):
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -411,4 +412,20 @@ def preset(name: str, overrides: dict[str, Any] | None = None) -> RunConfig:
     overrides = overrides or {}
     dataset = overrides.get("dataset", PRESETS[name].get("dataset", "nl2bash"))
     base = _merge(PRESETS[name], DATASET_DEFAULTS.get(name, {}).get(dataset, {}))
+    k0 = task_file_k0(dataset)
+    if k0 is not None:  # run override > the task file's shots.k0 > the preset
+        base = _merge(base, {"schedule": {"k0": k0}})
     return RunConfig.model_validate(_merge(base, overrides))
+
+
+def task_file_k0(dataset: str) -> int | None:
+    """The ``shots.k0`` a user's task file declares (None: not a task file, or it does not say).
+    The built-in tasks' files carry the paper's k (NL2Bash 10, MBPP 5): for them each preset's own
+    k0 holds (the CPU presets use 2; ``paper`` uses the paper's)."""
+    from promptintern.taskfile import BUILTIN_DIR, SUFFIXES, read_task_file
+
+    path = Path(dataset)
+    if not dataset.endswith(SUFFIXES) or not path.is_file() or path.resolve().parent == BUILTIN_DIR.resolve():
+        return None  # a built-in name or file; or a missing file, which the up-front checks name
+    shots = read_task_file(path).shots
+    return shots.k0 if "k0" in shots.model_fields_set else None

@@ -172,7 +172,8 @@ class ShotsSpec(_Strict):
     pool: str | None = Field(None, description="a fixed pool of examples (same columns as the data)")
     select: Literal["fixed", "retrieve"] = Field(
         "fixed", description="with a pool: fixed = its first k rows for every query; retrieve = the k most similar")
-    k0: int = Field(5, ge=0, description="the task's usual number of shots (a preset's schedule.k0 wins)")
+    k0: int = Field(5, ge=0, description="the task's number of shots at stage 1: wins over the preset's "
+                                         "schedule.k0 (a run's --set schedule.k0 wins over both)")
 
 
 class MetricSpec(_Strict):

@@ -225,6 +225,19 @@ def test_a_shot_pool_gives_the_shots(folder, tmp_path, select):
     assert [r.id for r in read_shot_pool(data_out)] == ["pool-0", "pool-1", "pool-2", "pool-3"]
 
 
+def test_a_task_files_k0_wins_over_the_preset_and_a_run_override_over_both(folder):
+    from promptintern.config import preset
+
+    assert preset("tiny").schedule.k0 == 2
+    assert preset("tiny", {"dataset": str(EXAMPLE)}).schedule.k0 == 4  # the file says k0: 4
+    assert preset("tiny", {"dataset": str(EXAMPLE), "schedule": {"k0": 3}}).schedule.k0 == 3
+    silent = _task_file(folder, BASE, "silent.yaml")  # no shots.k0: the preset's
+    assert preset("tiny", {"dataset": str(silent)}).schedule.k0 == 2
+    # the built-in files carry the paper's k; the CPU presets keep their own
+    assert preset("cpu-demo", {"dataset": "nl2bash"}).schedule.k0 == 2
+    assert preset("cpu-demo", {"dataset": str(REPO / "promptintern" / "taskfiles" / "nl2bash.yaml")}).schedule.k0 == 2
+
+
 def test_the_example_task_runs_end_to_end_on_the_tiny_model(prefect_harness, tmp_path):
     """examples/unit-conversion: one file, the DAG from rows to an internalized model and a score."""
     import pyarrow.parquet as pq
@@ -240,7 +253,8 @@ def test_the_example_task_runs_end_to_end_on_the_tiny_model(prefect_harness, tmp
     shards = [d for d in (tmp_path / "shards").iterdir() if d.is_dir() and not d.name.startswith(".")]
     stage1 = min(shards, key=lambda d: -pq.read_table(d / "shard.parquet").column("k")[0].as_py())
     shots = pq.read_table(stage1 / "shard.parquet").column("example_ids").to_pylist()
-    assert shots[0] == ["pool-1", "pool-0"] and all(s == shots[0] for s in shots)  # fixed: the same for every row
+    # the task file's shots.k0 (4) wins over the tiny preset's schedule.k0 (2); fixed: the same for every row
+    assert shots[0] == ["pool-3", "pool-2", "pool-1", "pool-0"] and all(s == shots[0] for s in shots)
     assert "Request: " in pq.read_table(stage1 / "shard.parquet").column("prompt")[0].as_py()
     # its python metric (unit_metric.py, imported from next to the task file) adds its own scores
     evals = json.loads((Path(result["run_dir"]) / "results.json").read_text())["eval_dirs"]
