@@ -115,9 +115,11 @@ def verify(dest: Path = DEFAULT_DEST) -> list[str]:
 def dataset_digest(data_dir: str | Path, dataset: str) -> str:
     """sha256 over what a task's rows are made from (what a cache key needs): its task file and
     every file it names (template files, data, shot pool), plus a built-in benchmark's files as
-    they are in ``data_dir``."""
-    from promptintern.taskfile import files_digest
+    they are in ``data_dir``. A named file that is missing is an error here, before anything runs
+    (``promptintern.taskfile.check_files``: every missing file, with its key and line)."""
+    from promptintern.taskfile import check_files, files_digest
 
+    check_files(dataset, data_dir)
     digest = hashlib.sha256()
     for spec in FILES:
         path = Path(data_dir) / spec.path

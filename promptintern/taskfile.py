@@ -335,7 +335,7 @@ def import_callable(dotted: str, what: str, base: Path | None = None) -> Callabl
     return fn
 
 
-def read_rows(path: Path, fmt: str = "auto") -> list[tuple[str, dict]]:
+def read_rows(path: Path, fmt: str = "auto", hint: str = "") -> list[tuple[str, dict]]:
     """(where, row) pairs of a JSONL, CSV or Parquet file; ``where`` is ``file:line`` (or row)."""
     kind = fmt if fmt != "auto" else {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv",
                                       ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower())
@@ -344,14 +344,14 @@ def read_rows(path: Path, fmt: str = "auto") -> list[tuple[str, dict]]:
                         f"(or set data.format)")
     if kind == "jsonl":  # read_jsonl reports a missing file, bad bytes and bad lines with file:line
         out = []
-        rows = list(read_jsonl(path))
+        rows = list(read_jsonl(path, hint=hint))
         with path.open("rb") as fh:
             numbers = [n for n, raw in enumerate(fh, start=1) if raw.strip()]
         for n, obj in zip(numbers, rows):
             out.append((f"{path}:{n}", obj))
         return out
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found" + (f" ({hint})" if hint else ""))
     if kind == "csv":
         try:
             with path.open(encoding="utf-8", newline="") as fh:
@@ -390,11 +390,12 @@ def _fill(where: str, template: str, row: dict, role: str) -> str:
     return re.sub(r"\{([A-Za-z_][\w ]*)\}", value, template)
 
 
-def load_rows(spec: TaskFile, path: Path, split: str) -> list[Example]:
-    """The rows of one data file as Examples; every other column is kept in ``meta``."""
+def load_rows(spec: TaskFile, path: Path, split: str, hint: str = "") -> list[Example]:
+    """The rows of one data file as Examples; every other column is kept in ``meta``. ``hint``:
+    what to do about a missing file."""
     data = spec.data
     rows = []
-    for n, (where, row) in enumerate(read_rows(path, data.format)):
+    for n, (where, row) in enumerate(read_rows(path, data.format, hint)):
         query = _fill(where, data.query_template, row, "data.query_template") if data.query_template \
             else _text(where, row, data.query, "data.query")
         output = _fill(where, data.output_template, row, "data.output_template") if data.output_template \
@@ -437,8 +438,10 @@ def build_task(spec: TaskFile, source: Path, data_dir: str | Path | None = None)
         split_source = getattr(loader, "source", None) or (  # a loader may say where a split's rows come from
             lambda d, split: f"{source}: data.loader {data.loader} (split {split!r}, data_dir {d})")
     else:
+        hint = FETCH_HINT if base.resolve() == BUILTIN_DIR.resolve() else ""  # a user's own files: no fetch
+
         def load_split(d: Path, split: str) -> list[Example]:
-            return load_rows(spec, resolve_path(getattr(data, split), base, d), split)
+            return load_rows(spec, resolve_path(getattr(data, split), base, d), split, hint)
 
         split_source = lambda d, split: str(resolve_path(getattr(data, split), base, d))  # noqa: E731
     pool = None
@@ -487,6 +490,33 @@ def task_source(name_or_path: str) -> Path:
         return path.resolve()
     raise DataError(f"unknown dataset {name_or_path!r}; allowed: {builtin_names()} or a task file "
                     f"(path ending in {', '.join(SUFFIXES)})")
+
+
+FETCH_HINT = "run `python -m promptintern.data fetch` first"
+
+
+def check_files(name_or_path: str, data_dir: str | Path | None) -> None:
+    """Every file a task names (data splits, shot pool, template files) exists, checked before
+    anything runs; a DataError lists every missing one with the task file's line and key. The
+    hint to fetch the data is given for the built-in benchmarks only: a user's own task names
+    files of its own."""
+    source = task_source(name_or_path)
+    spec = read_task_file(source)
+    lines = _parse(source)[1]
+    named = [(("data", split), getattr(spec.data, split)) for split in ("train", "dev", "test")]
+    named += [(("shots", "pool"), spec.shots.pool), (("template", "file"), spec.template.file)]
+    named += [(("template", "sections", i, "file"), s.file) for i, s in enumerate(spec.template.sections or ())]
+    missing = []
+    for key, raw in named:
+        if raw and not resolve_path(raw, source.parent, data_dir).is_file():
+            line = next((lines[key[:n]] for n in range(len(key), 0, -1) if key[:n] in lines), None)
+            missing.append(f"{source}{':' + str(line) if line else ''}: {'.'.join(map(str, key))}: "
+                           f"{resolve_path(raw, source.parent, data_dir)} not found")
+    if missing:
+        builtin = source.resolve().parent == BUILTIN_DIR.resolve()
+        hint = f"{FETCH_HINT} (data folder: {data_dir})" if builtin else \
+            "paths are relative to the task file's folder, or absolute"
+        raise DataError("\n".join(missing) + f"\n{hint}")
 
 
 def files_digest(name_or_path: str, data_dir: str | Path | None) -> dict[str, str]:

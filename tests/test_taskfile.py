@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -223,6 +224,28 @@ def test_a_shot_pool_gives_the_shots(folder, tmp_path, select):
     if select == "fixed":
         assert (neighbors == [0, 1, 2]).all()
     assert [r.id for r in read_shot_pool(data_out)] == ["pool-0", "pool-1", "pool-2", "pool-3"]
+
+
+def test_every_missing_file_a_task_names_is_reported_before_anything_runs(folder, prefect_harness, tmp_path):
+    from flows.dag import promptintern
+    from promptintern.data import dataset_digest
+
+    text = BASE.replace("  test: test.jsonl", "  test: tests/held-out.jsonl") + "shots:\n  pool: pool.jsonl\n"
+    path = _task_file(folder, text, "missing.yaml")
+    with pytest.raises(DataError) as err:
+        dataset_digest(folder, str(path))
+    message = str(err.value)
+    # both missing files, each with the task file's line and key; no fetch hint for a user's task
+    assert f"{path}:6: data.test: {folder / 'tests' / 'held-out.jsonl'} not found" in message
+    assert f"{path}:12: shots.pool: {folder / 'pool.jsonl'} not found" in message
+    assert "fetch" not in message and "relative to the task file" in message
+    started = time.monotonic()
+    with pytest.raises(DataError, match="held-out.jsonl not found"):  # the flow stops before its first box
+        promptintern(preset="tiny", task=str(path), artifact_root=str(tmp_path / "artifacts"))
+    assert not (tmp_path / "artifacts" / "datasets").exists() and time.monotonic() - started < 20
+    # a built-in benchmark whose data was not fetched: the hint to fetch it
+    with pytest.raises(DataError, match=r"data.train: .*nl2bash/split/train.jsonl not found[\s\S]*data fetch"):
+        dataset_digest(tmp_path / "no-data", "nl2bash")
 
 
 def test_a_task_files_k0_wins_over_the_preset_and_a_run_override_over_both(folder):

@@ -32,14 +32,15 @@ class Example(BaseModel):
 
 
 def read_jsonl(path: Path, required: tuple[str, ...] = (),
-               types: dict[str, type | tuple[type, ...]] | None = None) -> Iterator[dict]:
+               types: dict[str, type | tuple[type, ...]] | None = None, hint: str = "") -> Iterator[dict]:
     """Yield the objects of a JSONL file; a bad line raises DataError with file:line.
 
     Bad means: not UTF-8, not JSON, not a JSON object, missing a ``required`` field, or a field
     whose value is not of its type in ``types`` (e.g. ``{"nl": str}``: a null query is an error
-    here, not an AttributeError three functions later). Blank lines are skipped."""
+    here, not an AttributeError three functions later). Blank lines are skipped. ``hint``: what to
+    do about a missing file (the built-in benchmarks: fetch the data)."""
     if not path.is_file():
-        raise DataError(f"{path}: file not found (run `python -m promptintern.data fetch` first?)")
+        raise DataError(f"{path}: file not found" + (f" ({hint})" if hint else ""))
     types = types or {}
     with path.open("rb") as fh:  # decoded line by line, so a bad byte is reported at its line
         for lineno, raw in enumerate(fh, start=1):

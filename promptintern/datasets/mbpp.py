@@ -45,7 +45,8 @@ def load_split(data_dir: Path, split: str) -> list[Example]:
     path = data_dir / "mbpp" / "mbpp.jsonl"
     rows = []
     for obj in read_jsonl(path, required=("task_id", "text", "code", "test_list"),
-                          types={"task_id": int, "text": str, "code": str, "test_list": list}):
+                          types={"task_id": int, "text": str, "code": str, "test_list": list},
+                          hint="run `python -m promptintern.data fetch` first"):
         if obj["task_id"] not in ids:
             continue
         rows.append(
