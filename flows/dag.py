@@ -28,7 +28,8 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
-from promptintern.config import CompressionConfig, RunConfig, preset as load_preset
+from flows.cli import run_cli
+from promptintern.config import CompressionConfig, RunConfig, preset as load_preset, validate_config
 from promptintern.curriculum import (adaptive_plan, direct_train_settings, is_direct_no_template,
                                      one_stage_recipe, plan_stages, single_stage_plan)
 from promptintern.cpu import run_lease
@@ -63,7 +64,7 @@ def resolve_config(preset: str, overrides: dict[str, Any] | None, config: RunCon
     ``dataset`` / ``model`` as shorthands for those two keys (an override of the same key wins).
     ``task`` is ``dataset`` under the name a task file goes by: a built-in name or a file path."""
     if config is not None:
-        return config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
+        return config if isinstance(config, RunConfig) else validate_config(config)
     if task and dataset and task_path(task) != task_path(dataset):
         raise ValueError(f"task={task!r} and dataset={dataset!r} name different tasks: give one of them")
     dataset = task_path(task or dataset) if (task or dataset) else None
@@ -300,10 +301,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set schedule.k0=2 (repeatable)")
     parser.add_argument("--artifact-root", default="artifacts")
+    parser.add_argument("--debug", action="store_true", help="on failure, print the tracebacks here too")
     args = parser.parse_args(argv)
+    return run_cli(lambda: _main(args), "flows.dag", args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
     overrides = _parse_set(args.set)
-    # a bad key fails here, before Prefect starts
-    resolve_config(args.preset, overrides, None, args.variant, None, args.model, args.task)
+    # a bad key, a missing data file or model path fails here, before Prefect starts
+    cfg = resolve_config(args.preset, overrides, None, args.variant, None, args.model, args.task)
+    dataset_digest(in_repo(cfg.data_dir), cfg.dataset)
+    model_fingerprint(cfg.model)
     started = time.time()
     result = promptintern(preset=args.preset, variant=args.variant, task=args.task, model=args.model,
                           overrides=overrides, artifact_root=args.artifact_root)

@@ -50,6 +50,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.logging import get_run_logger
 
+from flows.cli import run_cli
 from flows.dag import REPO_ROOT, _parse_set, in_repo, promptintern, resolve_config
 from promptintern.artifacts import sha256_file, stable_hash
 from promptintern.config import RunConfig, _merge
@@ -538,7 +539,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these variants of the part (the others keep their rows with --resume)")
     parser.add_argument("--rows", type=int, default=24, help="timing: test rows per model")
     parser.add_argument("--repeats", type=int, default=3, help="timing: rounds over all models")
+    parser.add_argument("--debug", action="store_true", help="on failure, print the tracebacks here too")
     args = parser.parse_args(argv)
+    return run_cli(lambda: _main(parser, args), "flows.reproduce", args.debug)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.render_only:
         for name in render(list(dict.fromkeys(args.part)), args.doc, args.artifact_root):
             print(f"{name}: region rewritten from its record")

@@ -35,6 +35,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
+from flows.cli import run_cli
 from flows.dag import _parse_set, in_repo, promptintern, resolve_config, task_path
 from promptintern.report import SWEEP_COLUMNS, write_sweep_report
 from promptintern.variants import VARIANTS, VariantUnavailable
@@ -198,12 +199,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--mode", choices=("in-process", "deployment"), default="in-process")
     parser.add_argument("--artifact-root", default="artifacts")
+    parser.add_argument("--debug", action="store_true", help="on failure, print the tracebacks here too")
     args = parser.parse_args(argv)
-    result = sweep(variants=args.variant or None, preset=args.preset, task=args.task, model=args.model,
-                   overrides=_parse_set(args.set) or None, mode=args.mode, artifact_root=args.artifact_root)
-    print(result["markdown"])
-    print(f"plot: {result['plot']}")
-    return 0
+
+    def body() -> int:
+        overrides = _parse_set(args.set) or None  # bad keys and variant names fail before Prefect starts
+        _plan(list(VARIANTS) if args.variant == ["all"] else args.variant or DEFAULT_VARIANTS, args.preset, None,
+              args.model, overrides, args.task)
+        result = sweep(variants=args.variant or None, preset=args.preset, task=args.task, model=args.model,
+                       overrides=_parse_set(args.set) or None, mode=args.mode, artifact_root=args.artifact_root)
+        print(result["markdown"])
+        print(f"plot: {result['plot']}")
+        return 0
+
+    return run_cli(body, "flows.sweep", args.debug)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Sequence, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from promptintern.schedule import Schedule
 
@@ -36,6 +36,11 @@ SCORERS = ("bleu", "bm25")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(ValueError):
+    """A configuration that does not validate; the message names every bad key, with the allowed
+    keys and the nearest match for an unknown one."""
 
 
 class CompressionConfig(_Strict):
@@ -415,7 +420,56 @@ def preset(name: str, overrides: dict[str, Any] | None = None) -> RunConfig:
     k0 = task_file_k0(dataset)
     if k0 is not None:  # run override > the task file's shots.k0 > the preset
         base = _merge(base, {"schedule": {"k0": k0}})
-    return RunConfig.model_validate(_merge(base, overrides))
+    return validate_config(_merge(base, overrides))
+
+
+def validate_config(data: dict[str, Any]) -> "RunConfig":
+    """``RunConfig.model_validate`` with errors a person can act on (``ConfigError``)."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe_errors(err)) from None
+
+
+def describe_errors(err: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line per problem: ``train.lrr: unknown key; did you mean lr? allowed: ...``, or the
+    key, what is wrong and the value given."""
+    import difflib
+
+    model = model or RunConfig
+    lines = []
+    for e in err.errors():
+        loc = [str(x) for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-"))]
+        key = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            allowed = _fields_at(model, loc[:-1])
+            near = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.6)
+            lines.append(f"{key}: unknown key" + (f"; did you mean {'.'.join(loc[:-1] + near)}?" if near else "")
+                         + (f"{' ' if near else '; '}allowed under {'.'.join(loc[:-1]) or 'the top level'}: "
+                            f"{', '.join(allowed)}" if allowed else ""))
+        else:
+            given = e.get("input")
+            # echo a short scalar only, never a value that may be a secret pasted by mistake
+            secret = any(word in key.lower() for word in ("key", "secret", "token", "password"))
+            shown = (not secret and isinstance(given, (int, float, str, bool)) and len(repr(given)) <= 80)
+            msg = e["msg"].removeprefix("Value error, ")
+            # a validator's own message names its key already (and a model-level one, the keys)
+            where = "" if not loc or msg.startswith(key) else f"{key}: "
+            lines.append(f"{where}{msg}" + (f" (given: {given!r})" if shown else ""))
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _fields_at(model: type[BaseModel], path: Sequence[str]) -> list[str]:
+    """The field names of the (nested) model at ``path`` of ``model``."""
+    for part in path:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        inner = next((a for a in (annotation, *get_args(annotation))
+                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if inner is None:
+            return []
+        model = inner
+    return sorted(model.model_fields)
 
 
 def task_file_k0(dataset: str) -> int | None:

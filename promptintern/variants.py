@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from promptintern.compress_llmlingua2 import classifier_error
-from promptintern.config import CompressionConfig, RunConfig, _merge, preset
+from promptintern.config import CompressionConfig, RunConfig, _merge, preset, validate_config
 from promptintern.models import is_token_classifier, model_architectures
 
 
@@ -148,7 +148,7 @@ def variant_config(variant: str, preset_name: str = "cpu-demo",
     merged = _merge(_merge(base.model_dump(mode="json"), variant_overrides(variant, k0)), overrides or {})
     merged = _merge(merged, _fill(_derived(VARIANTS[variant]), k0))
     _check_available(variant, merged["compression"])
-    return RunConfig.model_validate(merged)
+    return validate_config(merged)
 
 
 def _check_available(variant: str, compression: dict[str, Any]) -> None:

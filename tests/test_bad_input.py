@@ -60,8 +60,11 @@ CONFIG_CASES = {
     "negative k0": ({"schedule": {"k0": -1}}, ["schedule.k0", "greater than or equal to 0"]),
     # k cannot be typed in per stage: stages are computed, so a rising k cannot be expressed
     "explicit per-stage list": ({"schedule": {"stages": [{"tau": 0.5, "k": 1}, {"tau": 0.2, "k": 4}]}},
-                                ["schedule.stages", "Extra inputs are not permitted"]),
-    "unknown key": ({"schedul": {"k0": 2}}, ["schedul", "Extra inputs are not permitted"]),
+                                ["schedule.stages: unknown key", "allowed under schedule: "]),
+    "unknown key": ({"schedul": {"k0": 2}}, ["schedul: unknown key; did you mean schedule?",
+                                             "allowed under the top level: chat, compression,"]),
+    "misspelt nested key": ({"train": {"lrr": 0.1}}, ["train.lrr: unknown key; did you mean train.lr?",
+                                                      "allowed under train: adaptive, batch_size,"]),
     "unknown test split": ({"eval": {"test_split": "validation"}},
                            ["eval.test_split='validation'", "'nl2bash'", "['train', 'dev', 'test']"]),
     "zero train_subset": ({"train_subset": 0}, ["train_subset", "greater than or equal to 1"]),
@@ -79,6 +82,48 @@ def test_bad_config_names_the_key_and_the_allowed_values(case):
     with pytest.raises(ValueError) as err:
         variant_config("promptintern", "tiny", overrides)
     assert phrases[0] in str(err.value)
+
+
+def test_a_bad_input_at_the_command_line_prints_one_message(tmp_path):
+    """No traceback, no message repeated by each layer of Prefect: the message, where the log is,
+    exit status 2. The log file keeps the traceback."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-m", "flows.dag", "--preset", "tiny", "--set", "train.lrr=0.1",
+                          "--artifact-root", str(tmp_path / "artifacts")], cwd=repo, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr + run.stdout
+    lines = run.stderr.strip().splitlines()
+    assert lines[0] == "error: invalid configuration:" and "did you mean train.lr?" in lines[1]
+    assert len(lines) == 3 and lines[2].startswith("(the full log: ") and "--debug" in lines[2]
+    log = Path(lines[2].removeprefix("(the full log: ").split(";")[0])
+    assert "Traceback" in log.read_text() and "ConfigError" in log.read_text()
+    assert not (tmp_path / "artifacts").exists()  # refused before anything ran
+    debug = subprocess.run([sys.executable, "-m", "flows.dag", "--preset", "tiny", "--set", "train.lrr=0.1",
+                            "--debug"], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_a_bad_row_inside_a_flow_is_one_closing_message(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "train.jsonl").write_text('{"question": "q1", "answer": "a"}\n{"question": "q2"}\n')
+    (tmp_path / "test.jsonl").write_text('{"question": "q1", "answer": "a"}\n')
+    (tmp_path / "task.yaml").write_text("name: bad\ntemplate:\n  text: Answer.\ndata:\n  train: train.jsonl\n"
+                                        "  test: test.jsonl\n  query: question\n  output: answer\n"
+                                        "metric:\n  name: exact_match\n")
+    repo = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-m", "flows.dag", "--preset", "tiny", "--task", str(tmp_path / "task.yaml"),
+                          "--artifact-root", str(tmp_path / "artifacts")], cwd=repo, capture_output=True,
+                         text=True, timeout=300)
+    out = run.stdout + run.stderr
+    message = "train.jsonl:2: no column 'answer' (the task file's data.output)"
+    assert run.returncode == 2 and "Traceback" not in out and len(out.splitlines()) <= 10, out
+    # said by the box that failed, and once at the end
+    assert out.count(message) == 2 and f"error: {tmp_path / message}" in out
 
 
 @pytest.mark.parametrize("call, phrases", [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from pydantic import ValidationError
 
 from promptintern.config import preset
 from promptintern.results import PARTS, Part, Table, gap_recovered, reference_markdown, replace_region, table_markdown
@@ -40,7 +39,7 @@ def test_total_epochs_follows_a_changed_stage_count_and_leaves_other_presets_alo
 
 @pytest.mark.parametrize("value", [0, -1, "three"])
 def test_a_bad_total_epochs_names_the_key(value):
-    with pytest.raises(ValidationError, match="train.total_epochs"):
+    with pytest.raises(ValueError, match="train.total_epochs"):
         preset("cpu-repro", {"train": {"total_epochs": value}})
 
 
@@ -255,7 +254,8 @@ def test_reproduce_writes_the_part_and_a_rerun_gives_the_same_numbers(prefect_ha
     assert "bank-50" not in resumed["provenance"]["resumed"]
 
 
-def test_a_stopped_part_keeps_the_variants_it_finished(prefect_harness, tiny_data_dir, tmp_path, monkeypatch):
+def test_a_stopped_part_keeps_the_variants_it_finished(prefect_harness, tiny_data_dir, tmp_path, monkeypatch,
+                                                        capsys):
     """The record is rewritten after every variant: a sweep stopped half-way loses only the variant
     it was running, and ``--resume`` goes on from there."""
     import flows.reproduce as rep
@@ -299,7 +299,10 @@ def test_a_stopped_part_keeps_the_variants_it_finished(prefect_harness, tiny_dat
     assert calls == [] and doc.read_text().startswith("# Results\n\nprose\n")
     assert doc.read_text().split("<!-- BEGIN mini -->")[1] == table.split("<!-- BEGIN mini -->")[1]
     with pytest.raises(FileNotFoundError, match="no record of 'ablations'"):
-        rep.main(["ablations", "--render-only", "--doc", str(doc)])
+        rep.main(["ablations", "--render-only", "--doc", str(doc), "--debug"])
+    # without --debug: the one message and exit status 2
+    assert rep.main(["ablations", "--render-only", "--doc", str(doc)]) == 2
+    assert "error: " in capsys.readouterr().err
 
 
 def test_extra_training_seeds_add_per_seed_scores_and_tests(prefect_harness, tiny_data_dir, tmp_path, monkeypatch):
