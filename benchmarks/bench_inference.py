@@ -50,7 +50,7 @@ from bench_train import cpu_flags, cpu_model, resolve_model
 from promptintern.cpu import set_torch_threads
 from promptintern.datasets import get_task
 from promptintern.decode import greedy_batch
-from promptintern.generate import generate_with, quantized as quantize_model
+from promptintern.generate import generate_with, with_precision
 from promptintern.models import load_model, load_tokenizer
 from promptintern.prompts import render_prompt
 from promptintern.retrieve import retrieve_for
@@ -209,7 +209,7 @@ def main() -> None:
     # 5. int8 dynamic quantization
     int8 = None
     if not args.no_int8:
-        quantized = quantize_model(load_model(model_dir), "int8-dynamic")
+        quantized = with_precision(load_model(model_dir), "int8-dynamic")
         q8 = generate_with(quantized, tokenizer, q, args.max_new_tokens, bs, task.stop, progress=False)
         int8 = {"step_s_at_batch": our_step_seconds(quantized, tokenizer, q[:bs], args.steps, reps),
                 "step_s_at_1": our_step_seconds(quantized, tokenizer, q[:1], args.steps, reps),

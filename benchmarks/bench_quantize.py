@@ -1,11 +1,11 @@
-"""Benchmark int8 dynamic quantization for generation: the speed it buys and the answers it moves.
+"""Benchmark lower precision for generation (bf16, int8): the speed it buys and the answers it moves.
 
 Takes one benchmark folder of a finished run (``artifacts/evals/<key>``: its model, dataset, prompt
 form and decoding settings are read from its manifest), generates for the first ``--n`` test rows
-with the model in fp32 and with its Linear layers in int8 (``promptintern.generate.quantized``),
-side by side (interleaved repeats, medians), and scores both with the task's metric: how many
-answers stay identical, each side's score, and the paired-bootstrap p-value of the difference
-(within the test noise or not).
+with the model in fp32, bf16 and int8-dynamic (``promptintern.generate.with_precision``), side by
+side (interleaved repeats, medians), and scores each with the task's metric: how many answers stay
+identical to fp32, each score, and the paired-bootstrap p-value against fp32 (within the test noise
+or not).
 
     python benchmarks/bench_quantize.py artifacts/evals/<key> --n 300
 """
@@ -30,7 +30,7 @@ import torch
 
 from bench_train import cpu_model
 from promptintern.cpu import set_torch_threads
-from promptintern.generate import generate_with, quantized
+from promptintern.generate import PRECISIONS, generate_with, with_precision
 from promptintern.models import load_model, load_tokenizer
 from promptintern.pipeline import benchmark_prompts
 from promptintern.significance import paired_bootstrap
@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("eval_dir", type=Path, help="a benchmark folder: artifacts/evals/<key>")
     ap.add_argument("--n", type=int, default=300, help="first N test rows")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help=f"comma-separated, of {PRECISIONS}")
     args = ap.parse_args()
 
     threads = set_torch_threads()
@@ -54,7 +55,9 @@ def main() -> None:
     settings = dict(max_new_tokens=inputs["eval"]["max_new_tokens"], batch_size=inputs["eval"]["batch_size"],
                     stop=task.stop, progress=False)
     tokenizer = load_tokenizer(at["model_dir"])
-    models = {"fp32": load_model(at["model_dir"]), "int8-dynamic": quantized(load_model(at["model_dir"]), "int8-dynamic")}
+    models = {p: with_precision(load_model(at["model_dir"]), p) for p in args.precisions.split(",")}
+    if "fp32" not in models:
+        ap.error("--precisions must include fp32, the reference")
     seconds: dict[str, list[float]] = {name: [] for name in models}
     texts: dict[str, list[str]] = {}
     for r in range(args.repeats):
@@ -68,24 +71,26 @@ def main() -> None:
     metric = scores["fp32"]["metric"]
     systems = {name: [{"prediction": p, "reference": row.target, "score": None} for p, row in zip(a, test)]
                for name, a in answers.items()}
-    sig = paired_bootstrap(metric, systems, "fp32") if metric == "bleu" else None
+    sig = paired_bootstrap(metric, systems, "fp32") if metric == "bleu" else None  # other metrics: per-row scores needed
     med = {name: statistics.median(v) for name, v in seconds.items()}
     result = {
         "bench": "quantize", "eval_dir": str(args.eval_dir), "model": at["model_dir"].name, "rows": len(test),
         "metric": metric, "score": {name: round(float(s[metric]), 2) for name, s in scores.items()},
-        "p_value": sig["systems"]["int8-dynamic"]["p_value"] if sig else None,
-        "answers_identical": round(sum(a == b for a, b in zip(answers["fp32"], answers["int8-dynamic"])) / len(test), 4),
+        "p_value_vs_fp32": {name: r["p_value"] for name, r in sig["systems"].items() if name != "fp32"} if sig else None,
+        "answers_identical_to_fp32": {name: round(sum(a == b for a, b in zip(answers["fp32"], ans)) / len(test), 4)
+                                      for name, ans in answers.items() if name != "fp32"},
         "s_per_instance": {name: round(v / len(test), 4) for name, v in med.items()},
-        "speedup": round(med["fp32"] / med["int8-dynamic"], 2),
+        "speedup_vs_fp32": {name: round(med["fp32"] / v, 2) for name, v in med.items() if name != "fp32"},
         "batch_size": settings["batch_size"], "max_new_tokens": settings["max_new_tokens"], "repeats": args.repeats,
         "cpu": cpu_model(), "torch_threads": threads, "torch": torch.__version__,
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(result))
-    print(f"{metric}: fp32 {result['score']['fp32']:.2f}, int8-dynamic {result['score']['int8-dynamic']:.2f} "
-          f"(p {result['p_value']}); answers identical {result['answers_identical']:.1%}; "
-          f"{result['s_per_instance']['fp32']:.3f} vs {result['s_per_instance']['int8-dynamic']:.3f} s/instance = "
-          f"{result['speedup']:.2f}x")
+    for name in models:
+        extra = "" if name == "fp32" else (
+            f"  p vs fp32 {result['p_value_vs_fp32'][name] if sig else 'n/a'}, answers identical "
+            f"{result['answers_identical_to_fp32'][name]:.1%}, {result['speedup_vs_fp32'][name]:.2f}x faster")
+        print(f"{name:<13} {metric} {result['score'][name]:6.2f}  {result['s_per_instance'][name]:.3f} s/instance{extra}")
 
 
 if __name__ == "__main__":

@@ -240,9 +240,9 @@ class EvalSettings(_Strict):
     prefix_cache: bool = Field(
         True, description="prefill the token prefix every prompt shares (the template) once and reuse it, as "
                           "serving stacks do (same answers; promptintern.decode)")
-    quantize: Literal["none", "int8-dynamic"] = Field(
-        "none", description="int8-dynamic: the Linear layers in int8 for generation (faster on a CPU; answers "
-                            "can change, the report says so)")
+    precision: Literal["fp32", "bf16", "int8-dynamic"] = Field(
+        "fp32", description="the weights' format for generation: bf16 or int8-dynamic Linear layers are faster on a "
+                            "CPU and change answers (benchmarks/bench_quantize.py measures by how much)")
     cache_timing_rows: int = Field(
         16, ge=0, description="for prompts with a template: time this many test rows with and without the prefix "
                               "cache, side by side, for the report's 'template cached' row (0: not measured)")

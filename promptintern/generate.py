@@ -87,30 +87,36 @@ def generate(
     progress: bool = True,
     prefix_cache: bool = True,
     engine: str = "loop",
-    quantize: str = "none",
+    precision: str = "fp32",
 ) -> Generations:
-    """Greedy-decode every prompt; batches are formed from prompts of similar length. ``quantize``:
-    ``"int8-dynamic"`` runs the Linear layers in int8 (``quantized``)."""
+    """Greedy-decode every prompt; batches are formed from prompts of similar length.
+    ``precision``: the weights' number format for generation (``with_precision``)."""
     set_torch_threads()
-    return generate_with(quantized(load_model(model_dir), quantize), load_tokenizer(model_dir), prompts,
+    return generate_with(with_precision(load_model(model_dir), precision), load_tokenizer(model_dir), prompts,
                          max_new_tokens, batch_size, stop, progress, prefix_cache, engine)
 
 
-QUANTIZE = ("none", "int8-dynamic")
+PRECISIONS = ("fp32", "bf16", "int8-dynamic")
 
 
-def quantized(model, how: str = "none"):
-    """The model for inference with its Linear layers quantized (``"int8-dynamic"``: int8 weights,
-    activations quantized per batch, ``torch.ao.quantization.quantize_dynamic``), or as it is.
+def with_precision(model, precision: str = "fp32"):
+    """The model for inference in ``precision``: ``fp32`` as it is; ``bf16`` every weight in
+    bfloat16; ``int8-dynamic`` the Linear layers in int8, activations quantized per batch
+    (``torch.ao.quantization.quantize_dynamic``).
 
-    Why: a decode step streams every weight once; on a CPU, an fp32 batch-8 matmul also runs far
-    below the core's peak. int8 weights are a quarter of the bytes and take fbgemm's prepacked
-    kernels (measured: the LM head at batch 8 ~10x faster than fp32 on one core). Answers change
-    (rounding): the benchmark reports how many stay identical, and a run that uses it says so."""
-    if how not in QUANTIZE:
-        raise ValueError(f"quantize {how!r}: allowed {', '.join(QUANTIZE)}")
-    if how == "none":
+    Why offer them: a decode step streams every weight once, and on a CPU an fp32 batch-8 matmul
+    also runs far below the core's peak. bf16 halves the bytes (and uses AVX512-BF16 where the CPU
+    has it); int8 quarters them and takes fbgemm's prepacked kernels (one core, batch 8: the LM
+    head ~10x faster than fp32). Both change answers (rounding): ``benchmarks/bench_quantize.py``
+    measures by how much, and a benchmark run in either says so in its decoding line."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: allowed {', '.join(PRECISIONS)}")
+    if precision == "fp32":
         return model
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
     import warnings
 
     with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated in favour of torchao

@@ -458,7 +458,7 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
                          memory_hint="lower eval.batch_size or eval.max_new_tokens"):
         gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,
                         batch_size=cfg.batch_size, stop=task.stop, prefix_cache=cfg.prefix_cache,
-                        quantize=cfg.quantize)
+                        precision=cfg.precision)
         template_cached = _template_cached(model_dir, prompts, gens, template_text, task, cfg)
     answers = [task.postprocess(t) for t in gens.texts]
     # a completion that ran to the token limit repeating itself: greedy decoding caught in a loop
@@ -510,7 +510,7 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
         "max_new_tokens": cfg.max_new_tokens,
         "model": model_dir.name,
         "dataset": info,
-        "decoding": "greedy" + ("" if cfg.quantize == "none" else f", {cfg.quantize} Linear layers"),
+        "decoding": "greedy" + ("" if cfg.precision == "fp32" else f", {cfg.precision} weights"),
         "prompt_style": "chat" if as_chat else "plain",
         "prefix_cache": cfg.prefix_cache,
         "shared_prefix_tokens": gens.prefix_tokens,
