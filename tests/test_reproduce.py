@@ -380,3 +380,17 @@ def test_the_timing_sections_keep_the_documents_order_whichever_part_was_re_time
     body = _timing_body({"parts": {"mbpp": entry("mbpp"), "nl2bash": entry("nl2bash")}})  # mbpp re-timed last
     assert body.index("#### nl2bash") < body.index("#### mbpp")
     assert "- finished: mbpp" in body.split("#### mbpp")[1]  # each section keeps its own provenance
+
+
+def test_published_records_describe_exact_match_as_computed():
+    """EM collapses runs of whitespace before comparing (``evaluate.common.exact_match``): every
+    published record and the document say so, not "exact string match"."""
+    from promptintern.evaluate.common import exact_match
+
+    assert exact_match(["ls  -a\n"], ["ls -a"]) == 100.0  # what is computed
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    for path in sorted((docs / "results").glob("*.json")):
+        scoring = json.loads(path.read_text()).get("provenance", {}).get("scoring", "")
+        if "EM" in scoring:
+            assert "EM: exact match after collapsing runs of whitespace" in scoring, path
+    assert "exact string match" not in (docs / "results.md").read_text()
