@@ -106,25 +106,38 @@ def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
 
 def is_complete(folder: Path) -> bool:
     """True when the folder's manifest is readable, names this folder's key, and every listed file
-    has its recorded size and sha256. Anything else (no manifest, invalid JSON, a manifest of
-    another key, a missing, truncated or edited file) is False, never an exception."""
+    has its recorded size and sha256 (``integrity_problem`` says which check failed otherwise)."""
+    return integrity_problem(folder) is None
+
+
+def integrity_problem(folder: Path) -> str | None:
+    """None for a complete folder; else which file failed which check (no manifest, invalid JSON,
+    a manifest of another key, a missing, truncated or edited file), never an exception."""
     manifest = folder / MANIFEST
     if not manifest.is_file():
-        return False
+        return f"{manifest}: missing"
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
         files = data["files"]
-        if data.get("key") != folder.name or not isinstance(files, dict):
-            return False
+        if data.get("key") != folder.name:
+            return f"{manifest}: made for key {data.get('key')!r}, not {folder.name!r}"
+        if not isinstance(files, dict):
+            return f"{manifest}: 'files' is not a mapping"
         for rel, meta in files.items():
             path = folder / rel
-            if Path(rel).is_absolute() or ".." in Path(rel).parts or not path.is_file():
-                return False
-            if path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
-                return False
-    except (OSError, ValueError, KeyError, TypeError):  # unreadable, not JSON, wrong shape
-        return False
-    return True
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                return f"{manifest}: lists {rel!r}, outside the folder"
+            if not path.is_file():
+                return f"{path}: listed in the manifest, missing"
+            if path.stat().st_size != meta["size"]:
+                return f"{path}: {path.stat().st_size} bytes, the manifest says {meta['size']} (truncated or grown)"
+            if sha256_file(path) != meta["sha256"]:
+                return f"{path}: sha256 differs from the manifest's (edited)"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{manifest}: unreadable ({exc})"
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"{manifest}: not a valid manifest ({type(exc).__name__}: {exc})"
+    return None
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -17,12 +17,13 @@ holds for every process that shares the artifact root, so two builders never wri
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from promptintern.artifacts import ArtifactStore, code_version, is_complete, package_versions, stable_hash
+from promptintern.artifacts import ArtifactStore, code_version, integrity_problem, package_versions, stable_hash
 from tasks.locking import flocked
 
 RECORD = ".prefect-result"
@@ -43,7 +44,9 @@ def folder_cache_key(kind: str, modules: tuple[str, ...]) -> Callable[[Any, dict
     def cache_key(_context, parameters: dict[str, Any]) -> str:
         key = artifact_key(kind, modules, parameters)
         folder = Path(parameters["root"]) / kind / key
-        if folder.exists() and not is_complete(folder):
+        problem = integrity_problem(folder) if folder.exists() else None
+        if problem is not None:  # say why the box runs again, then clear the way for it
+            _logger().warning("rejected cached %s/%s, rebuilding it: %s", kind, key, problem)
             shutil.rmtree(folder)
         return f"{kind}/{key}/{RECORD}"
 
@@ -51,6 +54,17 @@ def folder_cache_key(kind: str, modules: tuple[str, ...]) -> Callable[[Any, dict
 
 
 _IMPORTS = threading.Lock()
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The task run's logger (the UI shows it) when there is one, else this module's."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def import_model_libraries() -> None:

@@ -55,13 +55,18 @@ BROKEN_MANIFESTS = {
 
 @pytest.mark.parametrize("case", sorted(BROKEN_MANIFESTS))
 def test_a_broken_manifest_means_incomplete_never_an_exception(case, folder):
+    from promptintern.artifacts import integrity_problem
+
     (folder.parent / "outside.txt").write_text("hello")  # what the escaping entry points at
     BROKEN_MANIFESTS[case](folder)
     assert is_complete(folder) is False
+    assert str(folder / MANIFEST) in integrity_problem(folder)  # names the manifest and what is wrong
 
 
 @pytest.mark.parametrize("edit", ["flip a byte", "same-size rewrite", "truncate", "delete"])
 def test_an_edited_file_anywhere_in_the_folder_makes_it_incomplete(edit, folder):
+    from promptintern.artifacts import integrity_problem
+
     path = folder / "sub" / "b.bin"
     data = bytearray(path.read_bytes())
     if edit == "flip a byte":
@@ -75,6 +80,11 @@ def test_an_edited_file_anywhere_in_the_folder_makes_it_incomplete(edit, folder)
         path.unlink()
     assert path.exists() is (edit != "delete")
     assert is_complete(folder) is False
+    # and says which file failed which check
+    said = {"flip a byte": "sha256 differs from the manifest's (edited)",
+            "same-size rewrite": "sha256 differs from the manifest's (edited)",
+            "truncate": "bytes, the manifest says", "delete": "listed in the manifest, missing"}[edit]
+    assert integrity_problem(folder).startswith(f"{path}: ") and said in integrity_problem(folder)
 
 
 def test_a_folder_moved_to_another_key_is_not_trusted(folder):
@@ -118,7 +128,7 @@ def _recomputed(states: dict[str, list[str]]) -> set[str]:
     return {name for name, names in states.items() if "Completed" in names and name != "report"}
 
 
-def test_an_edited_adapter_weight_is_retrained_not_trusted(built):
+def test_an_edited_adapter_weight_is_retrained_not_trusted(built, caplog):
     cfg, root = built
     weights = sorted(root.glob("adapters/*/adapter/adapter_model.safetensors"))
     assert len(weights) == 2
@@ -130,9 +140,12 @@ def test_an_edited_adapter_weight_is_retrained_not_trusted(built):
     target.write_bytes(bytes(data))
     assert target.stat().st_size == recorded["size"] and sha256_file(target) != recorded["sha256"]
 
-    states = _run(cfg, root)
+    with caplog.at_level("WARNING"):
+        states = _run(cfg, root)
     assert _recomputed(states) == {"train-stage"}
     assert states["train-stage"].count("Completed") == 1  # only the edited stage
+    # the run says why the box ran again: which file failed which check
+    assert f"rejected cached adapters/{folder.name}, rebuilding it: {target}: sha256 differs" in caplog.text
     assert is_complete(folder)
     # retrained to the same bytes it had (training is deterministic), not the edited ones
     assert sha256_file(target) == recorded["sha256"]
