@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import errno
 import json
+import time
 from concurrent.futures import BrokenExecutor
 from pathlib import Path
+from typing import Callable
 
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -84,6 +86,27 @@ def _cached(kind: str, **options):
     return task(cache_policy=policy, persist_result=True, name=options.pop("name", kind),
                 retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS,
                 retry_condition_fn=retry_if_transient, **options)
+
+
+class ProgressRate:
+    """When a long box reports progress (a log line and a progress-artifact update, each an event
+    that `prefect deployment run --watch` and the UI print): the first and the last step, and in
+    between at most every ``seconds`` and only after ``fraction`` more of the work. A 12-step stage
+    used to report every step, a few times a second."""
+
+    def __init__(self, seconds: float = 10.0, fraction: float = 0.05, clock: Callable[[], float] = time.monotonic):
+        self.seconds, self.fraction, self.clock = seconds, fraction, clock
+        self.last_time: float | None = None
+        self.last_done = 0
+
+    def due(self, done: int, total: int) -> bool:
+        now = self.clock()
+        first, last = self.last_time is None, done >= total
+        if not (first or last or (now - self.last_time >= self.seconds
+                                  and (done - self.last_done) >= self.fraction * total)):
+            return False
+        self.last_time, self.last_done = now, done
+        return True
 
 
 def _path(root: str, rel: str | None) -> Path | None:
@@ -163,9 +186,10 @@ def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir
     stage = plan.stage
     logger = get_run_logger()
     progress = create_progress_artifact(0.0, description=f"stage {stage}: LoRA optimizer steps done (%)")
+    rate = ProgressRate()
 
     def on_step(step: int, total: int, loss: float) -> None:
-        if step == 1 or step == total or step % max(1, total // 10) == 0:
+        if rate.due(step, total):
             logger.info("stage %d step %d/%d loss %.4f", stage, step, total, loss)
             update_progress_artifact(progress, 100.0 * step / total)
 

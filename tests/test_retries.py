@@ -111,3 +111,25 @@ def test_a_lasting_error_gets_exactly_one_attempt(prefect_harness, failing_prepa
     assert calls == [1]
     assert not (tmp_path / "datasets").exists() or not [
         p for p in (tmp_path / "datasets").iterdir() if not p.name.startswith(".")]
+
+
+def test_progress_is_reported_at_a_rate_a_person_can_read():
+    """First and last step always; between them at most every 10 s and after 5% more of the work."""
+    from tasks.steps import ProgressRate
+
+    clock = [0.0]
+    rate = ProgressRate(clock=lambda: clock[0])
+    fast = []
+    for step in range(1, 13):  # a 12-step stage, half a second a step
+        clock[0] += 0.5
+        fast.append(rate.due(step, 12))
+    assert [i + 1 for i, due in enumerate(fast) if due] == [1, 12]
+
+    clock[0], rate = 0.0, ProgressRate(clock=lambda: clock[0])
+    due = []
+    for step in range(1, 769):  # a 768-step stage, 5 s a step: every 5% (39 steps, > 10 s)
+        clock[0] += 5.0
+        due.append(rate.due(step, 768))
+    steps = [i + 1 for i, d in enumerate(due) if d]
+    assert steps[0] == 1 and steps[-1] == 768 and 19 <= len(steps) <= 22
+    assert all(b - a >= 0.05 * 768 for a, b in zip(steps, steps[1:-1]))
