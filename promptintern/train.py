@@ -185,6 +185,31 @@ def _lora_model(model_dir: Path, lora: LoraSettings, init_adapter: Path | None, 
     return get_peft_model(base, config)
 
 
+def make_portable(adapter_dir: Path, model_dir: Path) -> None:
+    """The same bytes from the same run, and nothing tied to where the artifact root lies.
+
+    PEFT writes the base model's absolute path into ``adapter_config.json`` and the adapter's
+    README (so a moved or remounted root would carry a stale path), and ``target_modules`` from a
+    set, whose order changes with Python's string hashing from process to process. The base is
+    named by its folder in the artifact root (``models/<key>``: every box here passes the base
+    model explicitly, none reads this field); the modules are sorted."""
+    portable = "/".join(Path(model_dir).resolve().parts[-2:])
+    config_path = adapter_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    absolute = config.get("base_model_name_or_path")
+    config["base_model_name_or_path"] = portable
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    readme = adapter_dir / "README.md"  # PEFT names the base by the loaded model's own path here
+    if readme.is_file():
+        text = readme.read_text()
+        for path in sorted({str(absolute or ""), str(model_dir), str(Path(model_dir).resolve())} - {""}, key=len,
+                           reverse=True):
+            text = text.replace(path, portable)
+        readme.write_text(text)
+
+
 def _save_checkpoint(model, optimizer, scheduler, step: int, counters: dict, work_dir: Path) -> None:
     """Write the next checkpoint beside the current one, then swap them in by renames: at every
     instant ``checkpoint/`` or ``checkpoint.old/`` holds a whole checkpoint (``_load_checkpoint``)."""
@@ -402,6 +427,7 @@ def train_stage(
             _save_checkpoint(model, optimizer, scheduler, step + 1, counters, work_dir)
     bar.close()
     model.save_pretrained(work_dir / "adapter")
+    make_portable(work_dir / "adapter", model_dir)
     if plan.keep_optimizer:
         torch.save(optimizer.state_dict(), work_dir / OPTIMIZER_STATE)
     for name in (CHECKPOINT, CHECKPOINT_NEXT, CHECKPOINT_PREV):  # none of it belongs to the artifact

@@ -112,6 +112,26 @@ def test_second_identical_run_hits_the_cache_for_every_task(first_run):
     assert [r["metric"] for r in result["rows"]] == [r["metric"] for r in first["rows"]]
 
 
+def test_an_artifact_root_moved_elsewhere_is_still_all_cached(first_run, tmp_path):
+    """Nothing a box writes names where the root lies: a root copied (or moved, or mounted)
+    elsewhere serves every box from its cache."""
+    cfg, root, first, _ = first_run
+    moved = tmp_path / "elsewhere" / "artifacts"
+    shutil.copytree(root, moved)
+    kinds = ("models", "datasets", "templates", "banks", "shards", "adapters", "merged", "serving", "evals",
+             "teachers")
+    for kind in kinds:
+        for path in (moved / kind).rglob("*") if (moved / kind).exists() else ():
+            if path.is_file() and path.suffix in (".json", ".md", ".txt", ".jsonl"):
+                assert str(root) not in path.read_text(errors="replace"), path
+    result, states = _run(cfg, moved)
+    assert all(s == "Cached" for name, names in states.items() if name != "report" for s in names), states
+    assert [r["metric"] for r in result["rows"]] == [r["metric"] for r in first["rows"]]
+    config = json.loads(next(moved.glob("adapters/*/adapter/adapter_config.json")).read_text())
+    assert config["base_model_name_or_path"].startswith("models/")
+    assert config["target_modules"] == sorted(config["target_modules"])
+
+
 def test_turning_off_the_base_benchmark_reuses_the_tuned_models_benchmark(first_run):
     cfg, root, first, _ = first_run
     alone = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={

@@ -235,3 +235,29 @@ def test_a_stage_ends_when_its_probe_stops_improving(tiny_model_dir, tmp_path):
     stats = json.loads((tmp_path / "s" / "stats.json").read_text())
     assert stats["optimizer_steps"] == 8 and stats["advanced_early"]
     assert (tmp_path / "s" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_saved_adapter_is_the_same_bytes_wherever_and_whenever_it_is_made(tmp_path):
+    """PEFT writes the base model's absolute path and a set's order (which follows the process's
+    string hashing): make_portable names the base by its folder in the root and sorts the modules."""
+    import json
+
+    from promptintern.train import make_portable
+
+    root = tmp_path / "somewhere" / "artifacts"
+    adapter = root / "adapters" / "k1" / "adapter"
+    adapter.mkdir(parents=True)
+    model = root / "models" / "abc123"
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"base_model_name_or_path": str(model), "target_modules": ["v_proj", "q_proj", "o_proj", "k_proj"], "r": 4}))
+    (adapter / "README.md").write_text(f"---\nbase_model: {model}\ntags:\n- base_model:adapter:{model}\n---\n")
+    make_portable(adapter, model)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config == {"base_model_name_or_path": "models/abc123", "r": 4,
+                      "target_modules": ["k_proj", "o_proj", "q_proj", "v_proj"]}
+    assert str(root) not in (adapter / "README.md").read_text() and "base_model: models/abc123" in (adapter / "README.md").read_text()
+    first = (adapter / "adapter_config.json").read_bytes()
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "r": 4, "base_model_name_or_path": str(model)}))
+    make_portable(adapter, model)
+    assert (adapter / "adapter_config.json").read_bytes() == first
