@@ -40,6 +40,7 @@ from promptintern.pipeline import stage_steps, train_rows
 from promptintern.report import summary_rows, write_run_report
 from promptintern.schedule import StageSpec
 from promptintern.variants import variant_config
+from tasks.caching import clear_failure_records
 from tasks.steps import (
     benchmark_task,
     build_bank_task,
@@ -155,8 +156,16 @@ def promptintern(preset: str = "cpu-demo", variant: str | None = None, dataset: 
     """Run the DAG for one configuration: a preset (tiny | cpu-demo | cpu-repro | paper), optionally
     a paper variant (``promptintern.variants``), the task (a built-in name or a task file; ``dataset``
     is the same thing), a model, plus nested overrides (``{"schedule": {"k0": 4}}``); or a full RunConfig."""
+    started, root = time.time(), Path(in_repo(artifact_root))
+    existed = root.exists()
     with run_lease():  # one active run: the machine's cores are shared out among them (promptintern.cpu)
-        return _run(resolve_config(preset, overrides, config, variant, dataset, model, task), artifact_root, variant)
+        try:
+            return _run(resolve_config(preset, overrides, config, variant, dataset, model, task), artifact_root,
+                        variant)
+        finally:  # a failed box's exception pickle is not an artifact; a root this run made and left empty goes
+            clear_failure_records(root, started)
+            if not existed and root.is_dir() and not any(root.iterdir()):
+                root.rmdir()
 
 
 def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:

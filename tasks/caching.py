@@ -18,6 +18,7 @@ holds for every process that shares the artifact root, so two builders never wri
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -92,9 +93,29 @@ def materialize(kind: str, modules: tuple[str, ...], parameters: dict[str, Any],
     One builder per key at a time: a second one waits, then finds the folder complete."""
     store = ArtifactStore(parameters["root"])
     key = artifact_key(kind, modules, parameters)
-    with flocked(store.root / kind / f".partial-{key}.lock"):
+    with flocked(store.root / kind / f".partial-{key}.lock", remove=True):
         if store.complete(kind, key) is None:
             import_model_libraries()
             with store.build(kind, key, {k: v for k, v in parameters.items() if k not in NOT_IN_KEY}) as work:
                 build(work)
     return f"{kind}/{key}"
+
+
+FAILURE_RECORD = re.compile(r"[0-9a-f]{32}")
+
+
+def clear_failure_records(root: str | Path, since: float) -> list[Path]:
+    """Remove the exception pickles Prefect wrote at the top of the artifact root since ``since``.
+
+    Why: a task that fails with result persistence on has its exception written to its result
+    storage under a random 32-hex name (``prefect.states.exception_to_failed_state``, 3.9), and our
+    result storage is the artifact root, because each box's cache record lives inside its own
+    folder (delete the folder, and only that box runs again). Nothing reads those pickles: the
+    failure reaches the caller in memory. A run calls this when it ends, so a failed run leaves
+    the root as it found it, apart from resumable training state."""
+    removed = []
+    for path in Path(root).iterdir() if Path(root).is_dir() else ():
+        if FAILURE_RECORD.fullmatch(path.name) and path.is_file() and path.stat().st_mtime >= since - 1:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -51,15 +51,38 @@ def default_lock_dir() -> Path:
 
 
 @contextmanager
-def flocked(path: str | Path) -> Iterator[None]:
+def flocked(path: str | Path, remove: bool = False) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block; waits for
-    a live holder, never for a dead one. Conflicts between threads of one process too."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    a live holder, never for a dead one. Conflicts between threads of one process too.
+
+    ``remove``: the holder deletes the lock file (and its folder, when that is left empty) before
+    it lets go, so locks leave no files behind. Safe because every taker checks, once it holds
+    the lock, that the path still names the file it locked; a taker that locked a file unlinked
+    meanwhile starts over on the new one."""
+    path = Path(path)
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # the folder was removed between mkdir and open: again
+            continue
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current or not remove:
+            break
+        os.close(fd)  # we locked a file its last holder removed: take the lock at the path again
+    try:
         yield
     finally:
+        if remove:
+            path.unlink(missing_ok=True)
+            try:
+                path.parent.rmdir()  # only when empty
+            except OSError:
+                pass
         os.close(fd)  # closing the last descriptor of the open file releases the lock
 
 

@@ -124,6 +124,8 @@ def test_a_bad_row_inside_a_flow_is_one_closing_message(tmp_path):
     assert run.returncode == 2 and "Traceback" not in out and len(out.splitlines()) <= 10, out
     # said by the box that failed, and once at the end
     assert out.count(message) == 2 and f"error: {tmp_path / message}" in out
+    # and leaves no residue: no exception pickle, lock file or empty folder; the root it made is gone
+    assert not (tmp_path / "artifacts").exists(), sorted((tmp_path / "artifacts").rglob("*"))
 
 
 @pytest.mark.parametrize("call, phrases", [

@@ -78,3 +78,37 @@ def test_concurrent_submissions_of_one_key_build_once(prefect_harness, tmp_path)
     assert values == [6, 6, 6, 6]
     assert counter.read_text().count("built") == 1
     assert sorted(states) == ["Cached", "Cached", "Cached", "Completed"]
+
+
+def test_a_removing_lock_excludes_and_leaves_no_file(tmp_path):
+    """flocked(remove=True): mutual exclusion across threads that keep taking it while holders
+    delete the file, and nothing left afterwards (not even the folder it made)."""
+    import threading
+    import time
+
+    from tasks.locking import flocked
+
+    path = tmp_path / "kind" / ".partial-k.lock"
+    inside, overlaps, rounds = [0], [], []
+
+    def worker():
+        for _ in range(20):
+            with flocked(path, remove=True):
+                inside[0] += 1
+                overlaps.append(inside[0])
+                time.sleep(0.001)
+                inside[0] -= 1
+            rounds.append(1)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(rounds) == 80 and max(overlaps) == 1
+    assert not path.exists() and not path.parent.exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "other").write_text("x")
+    with flocked(tmp_path / "kept" / ".l.lock", remove=True):
+        pass
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["other"]  # a folder in use stays
