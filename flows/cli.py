@@ -11,6 +11,8 @@ included, goes to a log file under ``$PREFECT_HOME/logs/`` whose path the closin
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -83,7 +85,9 @@ def quiet_console(program: str) -> Iterator[Path]:
 
 
 def run_cli(body: Callable[[], int], program: str, debug: bool) -> int:
-    """Run a command's ``body``; a user error ends it with one message and exit status 2."""
+    """Run a command's ``body``; a user error ends it with one message and exit status 2. Nothing
+    the command starts outlives it (``guard_children``)."""
+    guard_children()
     if debug:
         return body()
     with quiet_console(program) as log:
@@ -94,3 +98,70 @@ def run_cli(body: Callable[[], int], program: str, debug: bool) -> int:
             print(f"error: {exc}", file=sys.stderr)
             print(f"(the full log: {log}; --debug shows the traceback here)", file=sys.stderr)
             return 2
+
+
+# ---------------------------------------------------------------------------------------------
+# nothing a run starts outlives it
+# ---------------------------------------------------------------------------------------------
+
+# The guard: a small process that records the children of the run's process while it lives and,
+# when that process dies however it dies (PR_SET_PDEATHSIG delivers SIGTERM to the guard), ends
+# every recorded child still alive: SIGTERM, then SIGKILL after 3 s. A child is recorded with its
+# start time, so a pid the system has reused since is never hit.
+GUARD = r"""
+import os, signal, sys, time
+main = int(sys.argv[1])
+seen = {}
+def stat(pid):
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return int(fields[1]), fields[19]  # ppid, start time
+def scan():
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                ppid, start = stat(int(name))
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == main or ppid in seen:
+                seen[int(name)] = start
+def alive(pid):
+    try:
+        return stat(pid)[1] == seen[pid]
+    except (OSError, IndexError, ValueError):
+        return False
+done = []
+signal.signal(signal.SIGTERM, lambda *_: done.append(1))
+while not done and os.getppid() == main:
+    scan()
+    time.sleep(0.2)
+for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)):
+    left = [pid for pid in seen if alive(pid)]
+    for pid in left:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    deadline = time.time() + wait
+    while left and time.time() < deadline:
+        time.sleep(0.1)
+        left = [pid for pid in left if alive(pid)]
+"""
+
+
+def guard_children() -> subprocess.Popen | None:
+    """Start the guard for this process (Linux; elsewhere None): after a ``kill -9`` of a command,
+    Prefect's temporary server (uvicorn, ~200 MB, listening) and any other child would otherwise
+    live on for good."""
+    if not sys.platform.startswith("linux") or not Path("/proc/self/stat").exists():
+        return None
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def die_with_parent() -> None:  # runs in the guard between fork and exec
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    return subprocess.Popen([sys.executable, "-c", GUARD, str(os.getpid())], preexec_fn=die_with_parent,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
