@@ -235,7 +235,8 @@ class EvalSettings(_Strict):
     sandbox: Literal["auto", "bwrap", "namespaces", "rlimits"] = Field(
         "auto", description="isolation for executed code (MBPP); see promptintern.sandbox")
     sandbox_workers: int = Field(2, ge=1, description="programs run in parallel")
-    sandbox_timeout_s: float = Field(10.0, gt=0, description="wall and CPU seconds per program")
+    sandbox_timeout_s: float = Field(10.0, gt=0, description="CPU seconds per program (what judges a slow one); "
+                                                              "the wall-clock guard against sleeping or blocked programs is 3x")
     price_model: str = Field("gpt-4", description="price-table model for the report's cost column")
     prefix_cache: bool = Field(
         True, description="prefill the token prefix every prompt shares (the template) once and reuse it, as "

@@ -80,9 +80,17 @@ def test_the_program_can_write_its_temp_dir(sandbox):
 
 
 def test_timeout(sandbox):
+    """CPU time judges a slow program; a separate, longer wall-clock guard stops one that sleeps."""
     start = time.monotonic()
     v = sandbox.run("import time\nwhile True: time.sleep(0.1)")
-    assert v.status == "timeout" and time.monotonic() - start < sandbox.timeout_s + 3
+    assert v.status == "timeout" and "wall-clock guard" in v.detail
+    assert sandbox.wall_s == 3 * sandbox.timeout_s and time.monotonic() - start < sandbox.wall_s + 3
+    busy = sandbox.run("while True: pass")
+    assert busy.status == "timeout" and "CPU limit (3 s of CPU time)" in busy.detail
+    # a program that waits longer than its CPU limit but computes little passes: the machine's
+    # load (which stretches wall time) does not decide the verdict
+    slow = sandbox.run(f"import time\ntime.sleep({sandbox.timeout_s + 1})\nprint('done')")
+    assert slow.status == "passed" and slow.stdout.strip() == "done"
 
 
 def test_memory_limit(sandbox):
