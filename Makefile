@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup sandbox-tools data demo sweep reproduce test test-slow clean-artifacts
+.PHONY: setup sandbox-tools data demo sweep reproduce prefect-up prefect-down test test-slow clean-artifacts
 
 setup: $(VENV)/.installed sandbox-tools
 
@@ -47,6 +47,13 @@ PARTS ?= nl2bash ablations mbpp timing
 REPRO_ARGS ?=
 reproduce: setup data
 	$(PY) -m flows.reproduce $(PARTS) $(REPRO_ARGS)
+
+# the local Prefect stack for the deployments (README, "Deployments, the Prefect UI and nightly sweeps")
+prefect-up: setup
+	@bash scripts/prefect-up.sh
+
+prefect-down:
+	@bash scripts/prefect-down.sh
 
 test: setup
 	$(PY) -m pytest

@@ -195,3 +195,36 @@ def test_a_task_file_runs_through_the_ablation_deployment(server):
     assert ("results-promptintern-unit-conversion", "table") in {(a["key"], a["type"]) for a in artifacts}
     serving = list((server["root"] / "byo" / "serving").glob("*/serving.json"))
     assert len(serving) == 1 and json.loads(serving[0].read_text())["task"] == "unit-conversion"
+
+
+def test_the_readmes_prefect_recipe_runs_as_written_under_set_e(tmp_path):
+    """The README's recipe, line for line, as a `set -e` script: `make prefect-up` (waits for the
+    server's health before it deploys), two deployment runs on the tiny preset (the nightly sweep
+    small), `make prefect-down`. Only the port and PREFECT_HOME are the test's own."""
+    import re
+
+    text = (REPO_ROOT / "README.md").read_text()
+    block = re.search(r"<!-- BEGIN prefect-recipe -->\n```bash\n(.*?)```\n<!-- END prefect-recipe -->", text, re.S)
+    assert block, "the README lost its prefect-recipe block"
+    fetched = subprocess.run([sys.executable, "-m", "promptintern.data", "fetch", "--dataset", "nl2bash"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    if fetched.returncode:
+        pytest.skip(f"no NL2Bash data to run the recipe on: {fetched.stderr[-300:]}")
+    port = _free_port()
+    script = tmp_path / "recipe.sh"
+    script.write_text("set -euo pipefail\n" + block.group(1).replace("4200", str(port)))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PROMPTINTERN_PREFECT_PORT": str(port),
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PROMPTINTERN_NIGHTLY": "off",
+           "PROMPTINTERN_LOCK_DIR": str(tmp_path / "locks")}
+    env.pop("PREFECT_API_URL", None)
+    try:
+        run = subprocess.run(["bash", str(script)], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                             timeout=1200)
+        logs = "".join((tmp_path / "home" / "stack" / f"{n}.log").read_text()[-3000:]
+                       for n in ("server", "worker") if (tmp_path / "home" / "stack" / f"{n}.log").exists())
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:] + logs
+        assert f"UI: http://127.0.0.1:{port}" in run.stdout
+        assert run.stdout.count("Flow run ") >= 2 and "Completed" in run.stdout
+        assert "worker: stopped" in run.stdout and "server: stopped" in run.stdout
+    finally:
+        subprocess.run(["bash", "scripts/prefect-down.sh"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=60)
