@@ -256,6 +256,24 @@ def check_template_fits(template_text: str, tokenizer, model_dir: Path, what: st
     return n
 
 
+def check_prompts_fit(prompts: list[str], model_dir: Path, max_new_tokens: int, what: str) -> None:
+    """Every prompt plus ``eval.max_new_tokens`` fits the model's context, or a ValueError with the
+    numbers and what to change (transformers would only warn and generate from positions the model
+    never saw)."""
+    from promptintern.models import load_tokenizer, model_context_length
+
+    tokenizer = load_tokenizer(model_dir)
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    context = model_context_length(model_dir)
+    over = [n for n in lengths if n + max_new_tokens > context]
+    if over:
+        raise ValueError(
+            f"{what}: {len(over)} of {len(prompts)} prompts do not fit the model's context: the longest is "
+            f"{max(lengths)} tokens + eval.max_new_tokens={max_new_tokens} > {context} (max_position_embeddings of "
+            f"{model_dir.name}). Lower schedule.k0 (the shots in the full prompt), compress the template "
+            f"(schedule.tau0), lower eval.max_new_tokens, or use a model with a longer context (--set model=...)")
+
+
 def shard(dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None, spec: StageSpec,
           model_dir: Path, out: Path, chat: str = "off", replay: float = 0.0, final_spec: StageSpec | None = None,
           final_template_dir: Path | None = None, seed: int = 0, split: str = "train") -> dict:
@@ -454,6 +472,7 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     info = json.loads((dataset_dir / "info.json").read_text())
     task, test, template_text, prompts, as_chat = benchmark_prompts(model_dir, dataset_dir, template_dir, bank_dir,
                                                                     k, label, chat)
+    check_prompts_fit(prompts, model_dir, cfg.max_new_tokens, f"benchmark {label!r}")
     with resource_errors(f"generation for benchmark {label!r} at eval.batch_size={cfg.batch_size}", out,
                          memory_hint="lower eval.batch_size or eval.max_new_tokens"):
         gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,

@@ -222,7 +222,10 @@ def write_run_report(root: Path, cfg, eval_dirs: dict[str, str], stage_dirs: Seq
         "training": "; ".join(f"stage {s['stage']}: {s['optimizer_steps']} steps"
                               f"{' (ended by its probe, ' + str(s.get('planned_steps')) + ' planned)' if s.get('advanced_early') else ''}"
                               f", loss {s['first_loss']:.3f}"
-                              f" -> {s['final_loss']:.3f}, {s['tokens_per_second']:.0f} tok/s" for s in stages),
+                              f" -> {s['final_loss']:.3f}, {s['tokens_per_second']:.0f} tok/s"
+                              + (f", {s['rows_truncated']} of {s['rows']} rows truncated to train.max_seq_len "
+                                 f"{cfg.train.max_seq_len} (longest {s['longest_row_tokens']} tokens)"
+                                 if s.get("rows_truncated") else "") for s in stages),
         "methods": "; ".join(f"{label}: {METHODS[label]}" for label in eval_dirs),
         "significance": (f"{sig['method']}, {sig['n_samples']} resamples, seed {sig['seed']}, 95% intervals, "
                          f"p-values against promptintern" if sig else "n/a"),

@@ -56,7 +56,8 @@ def encode_row(tokenizer, prompt: str, target: str, max_seq_len: int) -> tuple[l
 
     Prompt and target are tokenized separately, exactly as at inference (where the model sees the
     prompt's tokens and generates the target's). Over-long rows lose prompt tokens from the left:
-    the query and answer cue, at the end of the prompt, always survive.
+    the query and answer cue, at the end of the prompt, always survive (``train_stage`` counts
+    such rows and says so: ``rows_truncated`` in the stage's stats and the run report).
     """
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -162,6 +163,8 @@ class StageReport:
     planned_steps: int = 0
     probe: list = field(default_factory=list)
     advanced_early: bool = False
+    rows_truncated: int = 0  # rows longer than train.max_seq_len, cut from the left
+    longest_row_tokens: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -354,6 +357,15 @@ def train_stage(
     ]
     if not encoded:
         raise ValueError(f"{shard_path}: the shard has no rows")
+    # a row at the length limit lost prompt tokens from the left (encode_row): count and say so
+    full = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) + sum(1 for x in lab if x != IGNORE_INDEX)
+            for (_, lab), p in zip(encoded, table.column("prompt").to_pylist())]
+    truncated = sum(n > cfg.max_seq_len for n in full)
+    if truncated:
+        log.warning("stage %d: %d of %d rows are longer than train.max_seq_len=%d (the longest %d tokens) and "
+                    "lose prompt tokens from the left (the template's head first); raise train.max_seq_len, lower "
+                    "schedule.k0 or compress the template to keep them whole", stage, truncated, len(encoded),
+                    cfg.max_seq_len, max(full))
     if plan is None:
         steps = steps_for_epochs(len(encoded), cfg.batch_size, cfg.grad_accum, cfg.epochs_per_stage)
         plan = StagePlan(stage=stage, steps=steps, schedule_steps=steps)
@@ -452,6 +464,8 @@ def train_stage(
         planned_steps=total_steps,
         probe=probed,
         advanced_early=advanced,
+        rows_truncated=truncated,
+        longest_row_tokens=max(full),
     )
     (work_dir / "stats.json").write_text(
         json.dumps({**asdict(report), "tokens_per_second": report.tokens_per_second}, indent=2)

@@ -261,3 +261,31 @@ def test_a_saved_adapter_is_the_same_bytes_wherever_and_whenever_it_is_made(tmp_
         {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "r": 4, "base_model_name_or_path": str(model)}))
     make_portable(adapter, model)
     assert (adapter / "adapter_config.json").read_bytes() == first
+
+
+def test_rows_cut_to_max_seq_len_are_counted_and_said(tiny_model_dir, tmp_path, caplog):
+    """A row longer than train.max_seq_len loses prompt tokens from the left: deliberate, so a
+    counted warning (in the stage's stats and the log), never silent."""
+    tok = load_tokenizer(tiny_model_dir)
+    rows = [Example(id=str(i), query=("list files " * (1 + 30 * (i % 2))) + str(i), target="ls -la") for i in range(8)]
+    shard = _shard(tmp_path, tok, rows)
+    lengths = sorted(len(tok(p, add_special_tokens=False)["input_ids"]) for p in
+                     pq.read_table(shard).column("prompt").to_pylist())
+    limit = (lengths[0] + lengths[-1]) // 2 + 4  # the short rows fit, the long ones do not
+    cfg = TrainSettings(epochs_per_stage=1, batch_size=4, lr=1e-3, checkpoint_every=100, max_seq_len=limit)
+    with caplog.at_level("WARNING"):
+        report = train_stage(tiny_model_dir, shard, tmp_path / "s1", LORA, cfg, stage=1)
+    assert report.rows_truncated == 4 and report.longest_row_tokens > limit
+    stats = json.loads((tmp_path / "s1" / "stats.json").read_text())
+    assert stats["rows_truncated"] == 4
+    assert f"4 of 8 rows are longer than train.max_seq_len={limit}" in caplog.text
+
+
+def test_a_prompt_that_does_not_fit_the_context_is_an_error_with_the_numbers(tiny_model_dir):
+    from promptintern.pipeline import check_prompts_fit
+
+    check_prompts_fit(["list files"], tiny_model_dir, 16, "benchmark 'x'")
+    long = "list the files " * 1200  # the tiny model's context is 2,048 tokens
+    with pytest.raises(ValueError, match=r"benchmark 'x': 1 of 2 prompts do not fit the model's context: the longest "
+                                         r"is \d+ tokens \+ eval.max_new_tokens=16 > 2048 .*Lower schedule.k0"):
+        check_prompts_fit(["list files", long], tiny_model_dir, 16, "benchmark 'x'")
