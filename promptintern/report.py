@@ -208,7 +208,9 @@ def write_run_report(root: Path, cfg, eval_dirs: dict[str, str], stage_dirs: Seq
         "decoding": f"greedy, max_new_tokens {cfg.eval.max_new_tokens}, batch {cfg.eval.batch_size}",
         "bleu": next((m["sacrebleu_signature"] for m in metrics if "sacrebleu_signature" in m), "n/a"),
         "execution": next((f"sandbox {m['sandbox']['mode']}, {m['sandbox']['workers']} workers, "
-                           f"{m['sandbox']['timeout_s']} s per program" for m in metrics if "sandbox" in m), "n/a"),
+                           f"{m['sandbox']['timeout_s']} s of CPU per program"
+                           + (f". WARNING: {m['sandbox']['warning']}" if m["sandbox"].get("warning") else "")
+                           for m in metrics if "sandbox" in m), "n/a"),
         "cost": f"{cfg.eval.price_model} list prices of {first['cost']['prices_date']}, tokens counted "
                 f"with {first['cost']['tokenizer']}",
         "recipe": (f"lr {cfg.train.lr:g}, {cfg.train.lr_schedule} schedule, warm-up {cfg.train.warmup_ratio:g}, "

@@ -12,15 +12,19 @@ files capped by RLIMIT_FSIZE and read back truncated, rlimits (CPU seconds, RLIM
 RLIMIT_AS would also cap thread stacks; processes; file size; open files; no core files), a wall-clock
 timeout, and afterwards SIGKILL to the run's process group and to every process left of its uid.
 
-Modes (``mode="auto"`` picks the first that works here: bwrap if root and bwrap runs, namespaces if
-root, else rlimits; which one and why is logged):
+Modes (``mode="auto"`` picks the first that works here: bwrap if it runs, namespaces if root, else
+rlimits; which one and why is logged, and a run in rlimits mode says so in its report):
 
-``bwrap``  (root, bubblewrap installed: ``scripts/setup_sandbox.sh``)
-    bwrap launched *as* the worker uid (60000 + slot; its rlimits then count, unlike for uid 0) in new
+``bwrap``  (bubblewrap installed: ``scripts/setup_sandbox.sh``; root, or a normal user where the
+kernel allows unprivileged user namespaces, as most distributions do)
+    As root, bwrap is launched *as* the worker uid (60000 + slot; its rlimits then count, unlike for
+    uid 0); as a normal user, as you, inside an unprivileged user namespace. Either way in new
     user/pid/net/ipc/uts/cgroup namespaces. The filesystem is ``/usr`` read-only, the program file,
     a fresh /proc and /dev, a size-capped tmpfs /tmp (the cwd) and /dev/shm; the root is read-only and
-    nothing else of the host (no /etc, /home, /root, /var) is visible. Network: only a private
-    loopback. No nested user namespaces. The program cannot see or signal host processes.
+    nothing else of the host (no /etc, /home, /root, /var, no repository) is visible. Network: only
+    a private loopback. No nested user namespaces. The program cannot see or signal host processes,
+    the evaluating process included. Without root, parallel runs share your uid but not a pid, mount
+    or network namespace: they cannot see, signal or write into each other.
 ``namespaces``  (root; the measured recipe of DESIGN.md)
     ``prlimit`` + ``unshare --net --pid --fork --kill-child --mount-proc --ipc --uts --mount`` +
     ``setpriv`` to the worker uid with no capabilities and no_new_privs. In the private mount namespace
@@ -28,7 +32,7 @@ root, else rlimits; which one and why is logged):
     tmpfs, /tmp being the cwd, so files and disk filling stay inside the run. The rest of the host
     filesystem is visible, with exactly the rights of an unprivileged stranger (uid 60000+slot):
     world-readable files can be read. No network (no interface is up), host processes invisible.
-``rlimits``  (the mode for non-root users; no isolation beyond rlimits and a process group)
+``rlimits``  (the fallback where neither works; no isolation beyond rlimits and a process group)
     Run as root it still drops to the worker uid, so it keeps uid separation: /etc/shadow, root's
     files and processes (PID 1 included) and their environment stay out of reach. It does NOT
     protect the network (127.0.0.1 services included), world-writable directories such as /tmp
@@ -76,6 +80,10 @@ log = logging.getLogger(__name__)
 MODES = ("bwrap", "namespaces", "rlimits")
 STATUSES = ("passed", "failed", "timeout", "blocked", "error")
 BASE_UID = 60000
+RLIMITS_WARNING = ("NO ISOLATION: generated programs run as you, with resource limits only (neither bwrap nor "
+                   "unprivileged user namespaces work here); they can read, change and delete your files and "
+                   "signal your processes. Install bubblewrap (scripts/setup_sandbox.sh) or enable user "
+                   "namespaces (sysctl kernel.unprivileged_userns_clone=1)")
 MAX_SLOTS = 64  # uids 60000..60063; slots are taken with a lock file, so processes can share them
 LOCK_DIR = Path("/run/promptintern-sandbox")
 LAUNCH_ERROR = 125  # exit status of our own launcher when it could not set the sandbox up
@@ -136,9 +144,12 @@ def mode_available(mode: str, python: str | None = None) -> tuple[bool, str]:
     """Whether ``mode`` works on this machine, by running ``pass`` in it (cached per process)."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {MODES} or 'auto'")
-    if mode in ("bwrap", "namespaces") and not is_root():
-        return False, f"{mode} needs root (it drops to uid {BASE_UID}+slot); use mode='rlimits'"
-    needed = {"bwrap": ("prlimit", "setpriv", "bwrap"), "namespaces": ("prlimit", "unshare", "setpriv", "mount"),
+    if mode == "namespaces" and not is_root():
+        return False, ("namespaces needs root: run as you, the host filesystem would stay writable with your "
+                       "rights (bwrap, which shows the program only /usr, works without root where the kernel "
+                       "allows unprivileged user namespaces)")
+    needed = {"bwrap": ("prlimit", "unshare", "bwrap") + (("setpriv",) if is_root() else ()),
+              "namespaces": ("prlimit", "unshare", "setpriv", "mount"),
               "rlimits": ("prlimit",) + (("setpriv",) if is_root() else ())}[mode]
     missing = [tool for tool in needed if not shutil.which(tool)]
     if missing:
@@ -309,6 +320,8 @@ class Sandbox:
         self.nproc, self.nofile = nproc, nofile
         self.reap_wait_s = 5.0
         self.drop_uid = is_root()
+        if mode == "rlimits" and not self.drop_uid and not _probe:
+            log.warning("sandbox: %s", RLIMITS_WARNING)
         self._slots = _Slots() if self.drop_uid else None
         if not self.drop_uid:  # RLIMIT_NPROC counts all of the user's processes
             self.nproc = nproc + sum(1 for p in os.listdir("/proc") if p.isdigit() and _owned_by_me(p))
@@ -374,9 +387,11 @@ class Sandbox:
                           "--mount", "--", "/bin/sh", "-c", _NS_LAUNCHER, "sh", str(prog), f"{self.disk_mb}m",
                           "1m", " ".join(self._covered)] + drop + [self.python, "-I", "/dev/fd/3"]
         # bwrap's own PID-1 process outlives the bwrap we wait for and would linger as a zombie of
-        # the worker uid (counted by RLIMIT_NPROC) until the host's init reaps it; a root-made pid
-        # namespace around bwrap reaps everything in it when bwrap exits.
-        return cmd + ["unshare", "--pid", "--fork", "--kill-child", "--"] + drop + ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+        # the worker uid (counted by RLIMIT_NPROC) until the host's init reaps it; a pid namespace
+        # around bwrap reaps everything in it when bwrap exits. Root makes it directly; a normal user
+        # makes it inside an unprivileged user namespace (the kernel permitting: pick_mode probes).
+        outer = ["unshare"] + ([] if self.drop_uid else ["--user", "--map-root-user"]) + ["--pid", "--fork", "--kill-child", "--"]
+        return cmd + outer + drop + ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
                              "--new-session", *_bwrap_root(), "--proc", "/proc", "--dev", "/dev",
                              "--size", str(1 << 20), "--tmpfs", "/dev/shm",
                              "--size", str(self.disk_mb << 20), "--tmpfs", "/tmp",

@@ -284,3 +284,73 @@ def test_hostile_program(sandbox, name, listener, decoy_home):
     if name in ("infinite_loop", "ignore_sigterm"):
         assert verdict.status == "timeout"
         assert verdict.wall_s < LIMITS["timeout_s"] + 5
+
+
+# ---------------------------------------------------------------------------------------------
+# the same attacks from a normal user's evaluator (CI runs as root: the test drops to nobody)
+# ---------------------------------------------------------------------------------------------
+
+NON_ROOT_DRIVER = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import sandbox
+repo = sys.argv[2]
+attacks = {
+    "kill_parent": "import os\nos.kill(os.getppid(), 9)",
+    "kill_everything": "import os, signal\nfor p in os.listdir('/proc'):\n    if p.isdigit() and int(p) != os.getpid():\n        try:\n            os.kill(int(p), signal.SIGKILL)\n        except OSError:\n            pass",
+    "write_repository": f"open({repo!r} + '/pwned.txt', 'w').write('x')",
+    "write_tmp": "open('/tmp/pwned-by-sandbox.txt', 'w').write('x')",
+}
+mode, why = sandbox.pick_mode()
+with sandbox.Sandbox(mode=mode, workers=2, timeout_s=3) as sb:
+    verdicts = dict(zip(attacks, sb.run_many(list(attacks.values()))))
+print(json.dumps({"mode": mode, "why": why, "verdicts": {k: [v.status, v.detail] for k, v in verdicts.items()}}))
+"""
+
+
+def _as_nobody(cmd: list[str]) -> list[str]:
+    return (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"] if is_root() else []) + cmd
+
+
+def test_a_normal_users_evaluator_survives_and_nothing_is_written_outside():
+    """As a normal user the sandbox uses unprivileged user namespaces (bwrap) where the kernel
+    allows them: a program that kills its parent or every process it can signal leaves the
+    evaluator and the user's other processes alive, and writes nothing into the repository or /tmp."""
+    import json
+    import subprocess
+    import sys
+
+    python = "/usr/bin/python3"
+    if not Path(python).exists():
+        pytest.skip("no /usr/bin/python3 for the unprivileged evaluator")
+    if is_root() and not shutil.which("setpriv"):
+        pytest.skip("setpriv is needed to drop to an unprivileged user")
+    userns = subprocess.run(_as_nobody(["unshare", "--user", "--map-root-user", "true"]), capture_output=True)
+    tmp_path = Path(tempfile.mkdtemp(prefix="nonroot-sandbox-"))  # pytest's own tmp dirs are root-only
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "promptintern" / "sandbox.py", lib / "sandbox.py")
+    repo = tmp_path / "repository"
+    repo.mkdir()
+    for path in (tmp_path, lib, lib / "sandbox.py", repo):
+        path.chmod(0o777 if path == repo else 0o755)
+    if is_root():
+        os.chown(repo, 65534, 65534)
+    bystander = subprocess.Popen(_as_nobody(["sleep", "60"]))  # another process of the same user
+    try:
+        run = subprocess.run(_as_nobody([python, "-c", NON_ROOT_DRIVER, str(lib), str(repo)]), capture_output=True,
+                             text=True, timeout=180, cwd="/")
+        assert run.returncode == 0, run.stderr[-2000:]  # the evaluator lived to report
+        report = json.loads(run.stdout.strip().splitlines()[-1])
+        if userns.returncode == 0 and shutil.which("bwrap"):
+            assert report["mode"] == "bwrap", report["why"]
+        if report["mode"] == "rlimits":
+            pytest.skip(f"no unprivileged isolation here ({report['why']}): rlimits only, which says so loudly")
+        assert bystander.poll() is None, "the sandboxed program killed another process of the user"
+        assert not (repo / "pwned.txt").exists() and not Path("/tmp/pwned-by-sandbox.txt").exists()
+        assert report["verdicts"]["write_repository"][0] != "passed"
+    finally:
+        bystander.kill()
+        bystander.wait()
+        Path("/tmp/pwned-by-sandbox.txt").unlink(missing_ok=True)
+        shutil.rmtree(tmp_path, ignore_errors=True)

@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from promptintern.sandbox import Sandbox, Verdict
+from promptintern.sandbox import RLIMITS_WARNING, Sandbox, Verdict
 
 MAX_REPR = 32 * 1024  # a value test's literal text; longer is a failure (stdout tail is 256 KiB)
 # Exceptions that mean the sandbox said no (a limit or a denied operation): "blocked", not "failed".
@@ -277,7 +277,9 @@ def pass_at_1(ids: Sequence, verdicts: Sequence[Verdict], seconds: float, sandbo
         "programs_per_s": round(n / seconds, 2) if seconds > 0 else None,
         "seconds": round(seconds, 2),
         "sandbox": {"mode": sandbox.mode, "workers": sandbox.workers, "timeout_s": sandbox.timeout_s,
-                    "memory_mb": sandbox.memory_mb, "python": sandbox.python},
+                    "wall_s": sandbox.wall_s, "memory_mb": sandbox.memory_mb, "python": sandbox.python,
+                    "as_root": sandbox.drop_uid,
+                    "warning": RLIMITS_WARNING if sandbox.mode == "rlimits" and not sandbox.drop_uid else None},
         "verdict": "parent-side literal compare where the assert allows, else raw asserts + nonce",
         "per_task": [{"id": i, "status": v.status, "detail": v.detail, "wall_s": v.wall_s}
                      for i, v in zip(ids, verdicts)],
