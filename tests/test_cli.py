@@ -38,15 +38,17 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the guard uses /proc and PR_SET_PDEATHSIG")
 def test_kill_9_of_a_run_leaves_no_process_behind(tmp_path):
-    run = subprocess.Popen([sys.executable, "-m", "flows.dag", "--preset", "tiny", "--artifact-root",
-                            str(tmp_path / "artifacts")], cwd=REPO, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    # the example task's data is in the repository: nothing to fetch first
+    run = subprocess.Popen([sys.executable, "-m", "flows.dag", "--preset", "tiny", "--task",
+                            "examples/unit-conversion/task.yaml", "--artifact-root", str(tmp_path / "artifacts")],
+                           cwd=REPO, stdout=subprocess.DEVNULL, stderr=(tmp_path / "stderr").open("w"),
+                           start_new_session=True)
     try:
         deadline, server = time.time() + 120, None
         while server is None and time.time() < deadline and run.poll() is None:
             server = next((pid for pid, cmd in _children(run.pid).items() if "uvicorn" in cmd), None)
             time.sleep(0.2)
-        assert server is not None, "Prefect's temporary server never started"
+        assert server is not None, f"Prefect's temporary server never started: {(tmp_path / 'stderr').read_text()[-2000:]}"
         started = set(_children(run.pid))  # the server, the guard, anything else the run started
         time.sleep(1.0)  # the guard records children every 0.2 s
         os.kill(run.pid, signal.SIGKILL)
