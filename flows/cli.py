@@ -149,12 +149,18 @@ for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.0)):
 """
 
 
+_GUARD: subprocess.Popen | None = None
+
+
 def guard_children() -> subprocess.Popen | None:
     """Start the guard for this process (Linux; elsewhere None): after a ``kill -9`` of a command,
     Prefect's temporary server (uvicorn, ~200 MB, listening) and any other child would otherwise
     live on for good."""
+    global _GUARD
     if not sys.platform.startswith("linux") or not Path("/proc/self/stat").exists():
         return None
+    if _GUARD is not None and _GUARD.poll() is None:  # one guard per process is enough
+        return _GUARD
     import ctypes
     import signal
 
@@ -163,5 +169,6 @@ def guard_children() -> subprocess.Popen | None:
     def die_with_parent() -> None:  # runs in the guard between fork and exec
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
-    return subprocess.Popen([sys.executable, "-c", GUARD, str(os.getpid())], preexec_fn=die_with_parent,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _GUARD = subprocess.Popen([sys.executable, "-c", GUARD, str(os.getpid())], preexec_fn=die_with_parent,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _GUARD
