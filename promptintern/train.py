@@ -59,8 +59,17 @@ def encode_row(tokenizer, prompt: str, target: str, max_seq_len: int) -> tuple[l
     the query and answer cue, at the end of the prompt, always survive (``train_stage`` counts
     such rows and says so: ``rows_truncated`` in the stage's stats and the run report).
     """
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return fit_row(*row_tokens(tokenizer, prompt, target), max_seq_len)
+
+
+def row_tokens(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    """A row's prompt ids and target ids + EOS, tokenized separately, whole."""
+    return (tokenizer(prompt, add_special_tokens=False)["input_ids"],
+            tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+
+
+def fit_row(prompt_ids: list[int], target_ids: list[int], max_seq_len: int) -> tuple[list[int], list[int]]:
+    """``encode_row`` from token ids: the prompt cut from the left to fit ``max_seq_len``."""
     budget = max_seq_len - len(target_ids)
     if budget < 1:
         raise ValueError(
@@ -351,15 +360,13 @@ def train_stage(
     if any(distilled) and abs(teacher.temperature - cfg.distill.temperature) > 1e-6:
         raise ValueError(f"the teacher logits were made at T={teacher.temperature}, train.distill.temperature="
                          f"{cfg.distill.temperature}")
-    encoded = [
-        encode_row(tokenizer, p, t, cfg.max_seq_len)
-        for p, t in zip(table.column("prompt").to_pylist(), table.column("target").to_pylist())
-    ]
-    if not encoded:
+    tokens = [row_tokens(tokenizer, p, t)
+              for p, t in zip(table.column("prompt").to_pylist(), table.column("target").to_pylist())]
+    if not tokens:
         raise ValueError(f"{shard_path}: the shard has no rows")
-    # a row at the length limit lost prompt tokens from the left (encode_row): count and say so
-    full = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) + sum(1 for x in lab if x != IGNORE_INDEX)
-            for (_, lab), p in zip(encoded, table.column("prompt").to_pylist())]
+    encoded = [fit_row(prompt_ids, target_ids, cfg.max_seq_len) for prompt_ids, target_ids in tokens]
+    # a row longer than the limit lost prompt tokens from the left (fit_row): count and say so
+    full = [len(prompt_ids) + len(target_ids) for prompt_ids, target_ids in tokens]
     truncated = sum(n > cfg.max_seq_len for n in full)
     if truncated:
         log.warning("stage %d: %d of %d rows are longer than train.max_seq_len=%d (the longest %d tokens) and "
