@@ -167,11 +167,11 @@ def generate_with(model, tokenizer, prompts: Sequence[str], max_new_tokens: int 
 
 @torch.no_grad()
 def time_prefix_cache(model_dir: str | Path, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 8,
-                      stop: Sequence[str] = (), repeats: int = 1) -> dict:
+                      stop: Sequence[str] = (), repeats: int = 1, precision: str = "fp32") -> dict:
     """The same prompts generated with and without the shared-prefix cache, side by side (the order
     alternates between repeats; medians): seconds per instance of each, and how many answers agree."""
     set_torch_threads()
-    model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
+    model, tokenizer = with_precision(load_model(model_dir), precision), load_tokenizer(model_dir)
     seconds: dict[bool, list[float]] = {True: [], False: []}
     texts: dict[bool, list[str]] = {}
     prefix_tokens = 0

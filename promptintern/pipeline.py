@@ -551,7 +551,7 @@ def _template_cached(model_dir: Path, prompts: list[str], gens, template_text: s
     if not template_text or not cfg.cache_timing_rows:
         return None
     sample = time_prefix_cache(model_dir, prompts[: cfg.cache_timing_rows], cfg.max_new_tokens, cfg.batch_size,
-                               task.stop)
+                               task.stop, precision=cfg.precision)  # timed as the main run generated
     if not sample["prefix_tokens"]:
         return None
     texts = sample.pop("cached_texts")
