@@ -8,8 +8,11 @@ SmolLM2) and the first ``--n`` test rows of ``--task`` (NL2Bash, or MBPP), in on
    ``--batch-size``). A decode step cannot beat max(weights / bandwidth, FLOPs / matmul rate).
 2. **The decode step**, ours (``promptintern.decode``) and HF ``generate``, at batch 1 and
    ``--batch-size``: (time for N+1 forced tokens - time for 1) / N, and its ratio to the bound.
-3. **Batched generation vs a batch-1 loop of HF ``generate``** on the query-only prompts, greedy,
-   natural stopping (EOS / the task's stop string, as the benchmark box does); completions compared.
+3. **Batched generation vs a batch-1 loop of HF ``generate``** on the first ``--throughput-n``
+   query-only prompts, greedy, natural stopping (EOS / the task's stop string, as the benchmark box
+   does); completions compared. Ours both ways: continuous batching (the default: a finished row's
+   slot goes to the next waiting row) and static batches of ``--batch-size`` rows that run until
+   their longest answer ends (what batching gave before).
 4. **The template cache.** The full prompt (template + k retrieved shots + query) generated with
    the template recomputed for every batch (HF ``generate``, and our loop without the prefix cache)
    and with it prefilled once (our loop, the default); completions compared; beside the query-only
@@ -50,6 +53,7 @@ from bench_train import cpu_flags, cpu_model, resolve_model
 from promptintern.cpu import set_torch_threads
 from promptintern.datasets import get_task
 from promptintern.decode import greedy_batch
+from promptintern.generate import Generations, cut_at_stop
 from promptintern.generate import generate_with, with_precision
 from promptintern.models import load_model, load_tokenizer
 from promptintern.prompts import render_prompt
@@ -126,7 +130,10 @@ def main() -> None:
     ap.add_argument("--model", default="merged", help="merged (default), smollm2-135m, tiny, or a folder")
     ap.add_argument("--task", default="nl2bash", help="nl2bash (default) or mbpp: whose template and rows")
     ap.add_argument("--data-dir", type=Path, default=ROOT / "data")
-    ap.add_argument("--n", type=int, default=16, help="first N test rows")
+    ap.add_argument("--n", type=int, default=16, help="first N test rows (the template-cache and int8 probes)")
+    ap.add_argument("--throughput-n", type=int, default=64,
+                    help="first N test rows for batched vs batch-1 generation (continuous batching needs rows "
+                         "waiting: with as many rows as slots it is a static batch)")
     ap.add_argument("--k", type=int, default=2, help="shots in the full prompt (the pipeline's stage-1 k)")
     ap.add_argument("--train-pool", type=int, default=1000, help="first N train rows as the shot pool")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -143,7 +150,7 @@ def main() -> None:
     model_dir = pick_model(args.model, scratch)
     task = get_task(args.task)
     train = task.load(args.data_dir, "train")[: args.train_pool]
-    test = task.load(args.data_dir, "test")[: args.n]
+    test = task.load(args.data_dir, "test")[: max(args.n, args.throughput_n)]
     shots = retrieve_for([r.query for r in test], [r.query for r in train], args.k)
     forms = {
         "full": [render_prompt(task.format, r.query, task.template.text,
@@ -155,7 +162,7 @@ def main() -> None:
     model = load_model(model_dir)
     in_tokens = {f: statistics.mean(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in ps)
                  for f, ps in forms.items()}
-    bs, reps, n = args.batch_size, args.repeats, len(test)
+    bs, reps, n = args.batch_size, args.repeats, min(args.n, len(test))
 
     # 1. bounds
     shapes = linear_shapes(model)
@@ -166,7 +173,8 @@ def main() -> None:
     bound = {b: max(weight_bytes / (bw * 1e9), b * flops_per_row / (gflops[b] * 1e9)) for b in (1, bs)}
 
     # 2. the decode step (query-only rows: attention is a small share, as at inference)
-    q = forms["query_only"]
+    q, many = forms["query_only"][:n], forms["query_only"][: args.throughput_n]
+    forms["full"] = forms["full"][:n]
     step = {"ours@1": our_step_seconds(model, tokenizer, q[:1], args.steps, reps),
             f"ours@{bs}": our_step_seconds(model, tokenizer, q[:bs], args.steps, reps),
             "hf@1": hf_step_seconds(model, tokenizer, q[:1], args.steps, reps),
@@ -181,9 +189,26 @@ def main() -> None:
         return generate_with(model, tokenizer, prompts, args.max_new_tokens, batch_size, task.stop, progress=False,
                              engine="hf")
 
+    def static(prompts, batch_size):
+        """Our loop in fixed batches of similar length, each until its longest answer ends."""
+        rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        texts = [""] * len(rows)
+        t0 = time.perf_counter()
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            stopped = (lambda ids: any(s in tokenizer.decode(ids, skip_special_tokens=True) for s in task.stop)
+                       ) if task.stop else None
+            for i, ids in zip(idx, greedy_batch(model, [rows[i] for i in idx], args.max_new_tokens,
+                                                tokenizer.eos_token_id, tokenizer.pad_token_id, None, stopped)):
+                texts[i] = cut_at_stop(tokenizer.decode([t for t in ids if t != tokenizer.eos_token_id],
+                                                        skip_special_tokens=True), task.stop)
+        return Generations(texts, [], [], time.perf_counter() - t0, batch_size)
+
     plan = {
-        "query_only ours@batch": lambda: ours(q, bs),
-        "query_only hf@1 loop": lambda: hf(q, 1),
+        "query_only ours@batch": lambda: ours(many, bs),
+        "query_only ours@batch static": lambda: static(many, bs),
+        "query_only hf@1 loop": lambda: hf(many, 1),
         "full hf@batch (template recomputed)": lambda: hf(forms["full"], bs),
         "full ours@batch (template recomputed)": lambda: ours(forms["full"], bs, prefix_cache=False),
         "full ours@batch (template cached)": lambda: ours(forms["full"], bs),
@@ -201,7 +226,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in seconds.items()}
 
     def agree(a: str, b: str) -> float:
-        return sum(x == y for x, y in zip(texts[a], texts[b])) / n
+        return sum(x == y for x, y in zip(texts[a], texts[b])) / len(texts[a])
 
     def differences(a: str, b: str) -> list[dict]:
         return [{"row": i, a: x, b: y} for i, (x, y) in enumerate(zip(texts[a], texts[b])) if x != y]
@@ -214,7 +239,7 @@ def main() -> None:
         int8 = {"step_s_at_batch": our_step_seconds(quantized, tokenizer, q[:bs], args.steps, reps),
                 "step_s_at_1": our_step_seconds(quantized, tokenizer, q[:1], args.steps, reps),
                 "generate_s_at_batch": round(q8.seconds, 3),
-                "speedup_vs_hf_batch1_fp32": round(med["query_only hf@1 loop"] / q8.seconds, 2),
+                "speedup_vs_hf_batch1_fp32": round(med["query_only hf@1 loop"] / len(many) / (q8.seconds / n), 2),
                 "completions_identical_to_fp32": sum(a == b for a, b in zip(q8.texts, texts["query_only ours@batch"])) / n}
 
     result = {
@@ -226,22 +251,26 @@ def main() -> None:
         "step_over_bound": {k: round(v / bound[1 if k.endswith("@1") else bs], 2) for k, v in step.items()},
         "batched_vs_hf_batch1": {
             "ours_s": round(med["query_only ours@batch"], 3), "hf_batch1_s": round(med["query_only hf@1 loop"], 3),
+            "rows": len(many), "ours_static_s": round(med["query_only ours@batch static"], 3),
             "speedup": round(med["query_only hf@1 loop"] / med["query_only ours@batch"], 2),
+            "static_speedup": round(med["query_only hf@1 loop"] / med["query_only ours@batch static"], 2),
+            "continuous_vs_static": round(med["query_only ours@batch static"] / med["query_only ours@batch"], 2),
+            "static_agrees": agree("query_only ours@batch static", "query_only ours@batch"),
             "completions_agree": agree("query_only ours@batch", "query_only hf@1 loop"),
             "differences": differences("query_only ours@batch", "query_only hf@1 loop")},
         "template_cache": {
             "prefix_tokens": prefix_tokens, "full_input_tokens": round(in_tokens["full"], 1),
             "query_only_input_tokens": round(in_tokens["query_only"], 1),
             "s_per_instance": {k: round(v / n, 4) for k, v in med.items() if k.startswith("full")}
-            | {"query_only ours@batch": round(med["query_only ours@batch"] / n, 4)},
+            | {"query_only ours@batch": round(med["query_only ours@batch"] / len(many), 4)},
             "cached_speedup_vs_hf": round(med["full hf@batch (template recomputed)"]
                                           / med["full ours@batch (template cached)"], 2),
             "cached_speedup_vs_ours_recomputed": round(med["full ours@batch (template recomputed)"]
                                                        / med["full ours@batch (template cached)"], 2),
-            "query_only_speedup_vs_cached": round(med["full ours@batch (template cached)"]
-                                                  / med["query_only ours@batch"], 2),
-            "query_only_speedup_vs_recomputed": round(med["full hf@batch (template recomputed)"]
-                                                      / med["query_only ours@batch"], 2),
+            "query_only_speedup_vs_cached": round(med["full ours@batch (template cached)"] / n
+                                                  / (med["query_only ours@batch"] / len(many)), 2),
+            "query_only_speedup_vs_recomputed": round(med["full hf@batch (template recomputed)"] / n
+                                                      / (med["query_only ours@batch"] / len(many)), 2),
             "completions_agree_cached_vs_hf": agree("full ours@batch (template cached)",
                                                     "full hf@batch (template recomputed)"),
             "differences": differences("full ours@batch (template cached)", "full hf@batch (template recomputed)")},
@@ -259,8 +288,9 @@ def main() -> None:
     for k, v in step.items():
         print(f"decode step {k:<8} {v * 1000:8.1f} ms   {result['step_over_bound'][k]:.2f}x the bound")
     x = result["batched_vs_hf_batch1"]
-    print(f"query-only, ours @{bs} {x['ours_s']:.2f} s vs HF batch-1 loop {x['hf_batch1_s']:.2f} s = {x['speedup']:.2f}x "
-          f"(completions agree {x['completions_agree']:.0%})")
+    print(f"query-only, {x['rows']} rows: ours @{bs} {x['ours_s']:.2f} s vs HF batch-1 loop {x['hf_batch1_s']:.2f} s = "
+          f"{x['speedup']:.2f}x (completions agree {x['completions_agree']:.0%}); static batches {x['ours_static_s']:.2f} s "
+          f"= {x['static_speedup']:.2f}x, continuous {x['continuous_vs_static']:.2f}x faster than static")
     t = result["template_cache"]
     for k, v in t["s_per_instance"].items():
         print(f"{k:<40} {v:7.3f} s/instance")

@@ -6,8 +6,8 @@ seconds for the whole set and per instance, and input / output token counts per 
 Two engines give the same answers (tests compare them token for token):
 
 * ``"loop"`` (the default, ``promptintern.decode``): the token prefix that every prompt shares
-  (the template) is prefilled once and reused by every batch (``prefix_cache``), and finished rows
-  leave the batch;
+  (the template) is prefilled once and reused by every row (``prefix_cache``), and the batch is
+  continuous: a finished row leaves it at once and the next waiting row takes its slot;
 * ``"hf"``: HF ``model.generate`` on left-padded batches, the reference.
 """
 
@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from promptintern.decode import common_prefix_len, greedy_batch, prefill
+from promptintern.decode import common_prefix_len, greedy_stream, prefill
 from promptintern.cpu import set_torch_threads
 from promptintern.models import load_model, load_tokenizer
 
@@ -89,7 +89,7 @@ def generate(
     engine: str = "loop",
     precision: str = "fp32",
 ) -> Generations:
-    """Greedy-decode every prompt; batches are formed from prompts of similar length.
+    """Greedy-decode every prompt, ``batch_size`` rows at a time, shortest prompts first.
     ``precision``: the weights' number format for generation (``with_precision``)."""
     set_torch_threads()
     return generate_with(with_precision(load_model(model_dir), precision), load_tokenizer(model_dir), prompts,
@@ -148,19 +148,22 @@ def generate_with(model, tokenizer, prompts: Sequence[str], max_new_tokens: int 
         text = tokenizer.decode(ids, skip_special_tokens=True)
         return any(s in text for s in stop)
 
-    for start in tqdm(range(0, len(order), batch_size), desc="generate", unit="batch",
-                      disable=not progress, leave=False):
-        idx = order[start : start + batch_size]
-        if engine == "hf":
-            new = _hf_generate(model, tokenizer, [encoded[i] for i in idx], max_new_tokens, stop)
-        else:
-            new = greedy_batch(model, [encoded[i][shared:] for i in idx], max_new_tokens, tokenizer.eos_token_id,
-                               tokenizer.pad_token_id, prefix, stopped if stop else None)
-        for ids, i in zip(new, idx):
-            # count up to and including the first EOS / pad: what the model actually produced
-            n = next((j + 1 for j, t in enumerate(ids) if t in (tokenizer.eos_token_id, tokenizer.pad_token_id)), len(ids))
-            out_tokens[i] = n
-            texts[i] = cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), stop)
+    if engine == "hf":
+        results: list[list[int]] = []
+        for start in tqdm(range(0, len(order), batch_size), desc="generate", unit="batch",
+                          disable=not progress, leave=False):
+            results += _hf_generate(model, tokenizer, [encoded[i] for i in order[start : start + batch_size]],
+                                    max_new_tokens, stop)
+    else:
+        with tqdm(total=len(order), desc="generate", unit="row", disable=not progress, leave=False) as bar:
+            results = greedy_stream(model, [encoded[i][shared:] for i in order], max_new_tokens,
+                                    tokenizer.eos_token_id, tokenizer.pad_token_id, prefix,
+                                    stopped if stop else None, batch_size=batch_size, on_done=bar.update)
+    for ids, i in zip(results, order):
+        # count up to and including the first EOS / pad: what the model actually produced
+        n = next((j + 1 for j, t in enumerate(ids) if t in (tokenizer.eos_token_id, tokenizer.pad_token_id)), len(ids))
+        out_tokens[i] = n
+        texts[i] = cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), stop)
     seconds = time.perf_counter() - started
     return Generations(texts, [len(e) for e in encoded], out_tokens, seconds, batch_size, shared)
 

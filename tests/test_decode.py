@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from promptintern.decode import common_prefix_len, greedy_batch, prefill
+from promptintern.decode import common_prefix_len, greedy_batch, greedy_stream, prefill
 from promptintern.generate import generate
 from promptintern.models import load_model, load_tokenizer
 
@@ -74,6 +74,46 @@ def test_a_finished_row_leaves_the_batch_and_the_others_do_not_change(tiny_model
     # one forward per new token (the prefill gives the first); after token ``at``, without the rows
     # that left; none after the last row's tenth token
     assert sizes == [3] * (at + 1) + [3 - leaving] * (9 - at)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_rows_join_the_batch_as_others_finish_and_answer_as_they_would_alone(tiny_model_dir, cached):
+    """Continuous batching: with room for 2 rows, a row that ends early gives its slot to the next
+    waiting one (prefilled, its cache joined to the batch's left-padded one); every answer is the
+    one the row gives decoded alone, and the batch never runs a step with a free slot while rows wait."""
+    tok, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    rows = [tok(f"{TEMPLATE}Request: {q}\nCommand:", add_special_tokens=False)["input_ids"] for q in QUERIES]
+    shared = common_prefix_len(rows) if cached else 0
+    prefix = prefill(model, rows[0][:shared]) if cached else None
+    suffixes = [r[shared:] for r in rows]
+    full = [greedy_batch(model, [s], 9, None, tok.pad_token_id, prefix)[0] for s in suffixes]
+    # answers of different lengths: a row stops once it has its own answer's first ``n`` tokens
+    ends = [tuple(ids[:n]) for ids, n in zip(full, [3, 9, 2, 7, 4, 8, 5])]
+
+    def stopped(ids: list[int]) -> bool:
+        return tuple(ids) in ends
+
+    alone = [greedy_batch(model, [s], 9, None, tok.pad_token_id, prefix, stopped)[0] for s in suffixes]
+    assert len({len(a) for a in alone}) >= 3
+    calls: list[tuple[int, int]] = []  # (rows, tokens) of every forward
+    handle = model.register_forward_pre_hook(lambda _m, args, kw: calls.append(tuple(kw["input_ids"].shape)),
+                                             with_kwargs=True)
+    finished: list[int] = []
+    try:
+        got = greedy_stream(model, suffixes, 9, None, tok.pad_token_id, prefix, stopped, batch_size=2,
+                            on_done=finished.append)
+    finally:
+        handle.remove()
+    assert got == alone
+    assert sum(finished) == len(suffixes)
+    prefills = [i for i, (_, tokens) in enumerate(calls) if tokens > 1]
+    steps = [rows for rows, tokens in calls if tokens == 1]
+    assert len(prefills) >= 4  # rows joined mid-stream, not in fixed pairs only
+    # while rows wait, every step runs full; at the end the batch drains
+    assert all(rows == 2 for i, (rows, tokens) in enumerate(calls) if tokens == 1 and i < prefills[-1])
+    # fewer steps than static pairs, each running until its longer answer ends
+    static = sum(max(len(a) for a in alone[i:i + 2]) - 1 for i in range(0, len(alone), 2))
+    assert len(steps) < static
 
 
 def test_the_prefix_cache_is_not_changed_by_the_batches(tiny_model_dir):
