@@ -17,8 +17,10 @@ SmolLM2) and the first ``--n`` test rows of ``--task`` (NL2Bash, or MBPP), in on
    the template recomputed for every batch (HF ``generate``, and our loop without the prefix cache)
    and with it prefilled once (our loop, the default); completions compared; beside the query-only
    prompt (what PromptIntern's model is asked).
-5. **int8 dynamic quantization** of the Linear layers (``torch.ao.quantization.quantize_dynamic``):
-   the decode step and how many greedy completions stay identical to fp32.
+5. **Reduced precision**: bf16 weights (``eval.precision=bf16``) on the throughput rows, and int8
+   dynamic quantization of the Linear layers (``torch.ao.quantization.quantize_dynamic``): the decode
+   step, the speed-up over the fp32 HF batch-1 loop, and how many greedy completions stay identical
+   to fp32 (their effect on the task metric: ``benchmarks/bench_quantize.py``).
 
 Repeats are interleaved; medians are reported. Prints one JSON line, then a table.
 
@@ -225,13 +227,23 @@ def main() -> None:
         print(f"# repeat {r}: load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in seconds.items()}
 
+    def agree_with(xs: list[str], ys: list[str]) -> float:
+        return sum(x == y for x, y in zip(xs, ys)) / len(xs)
+
     def agree(a: str, b: str) -> float:
-        return sum(x == y for x, y in zip(texts[a], texts[b])) / len(texts[a])
+        return agree_with(texts[a], texts[b])
 
     def differences(a: str, b: str) -> list[dict]:
         return [{"row": i, a: x, b: y} for i, (x, y) in enumerate(zip(texts[a], texts[b])) if x != y]
 
-    # 5. int8 dynamic quantization
+    # 5. reduced precision
+    half = with_precision(load_model(model_dir), "bf16")
+    b16 = [generate_with(half, tokenizer, many, args.max_new_tokens, bs, task.stop, progress=False) for _ in range(reps)]
+    bf16 = {"step_s_at_batch": our_step_seconds(half, tokenizer, q[:bs], args.steps, reps),
+            "generate_s_at_batch": round(statistics.median(g.seconds for g in b16), 3),
+            "speedup_vs_hf_batch1_fp32": round(med["query_only hf@1 loop"] / statistics.median(g.seconds for g in b16), 2),
+            "completions_identical_to_fp32": agree_with(b16[0].texts, texts["query_only ours@batch"])}
+    del half
     int8 = None
     if not args.no_int8:
         quantized = with_precision(load_model(model_dir), "int8-dynamic")
@@ -274,6 +286,7 @@ def main() -> None:
             "completions_agree_cached_vs_hf": agree("full ours@batch (template cached)",
                                                     "full hf@batch (template recomputed)"),
             "differences": differences("full ours@batch (template cached)", "full hf@batch (template recomputed)")},
+        "bf16": bf16,
         "int8": int8,
         "seconds_all": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
         "task": args.task, "model": args.model, "model_dir": str(model_dir), "n": n, "k": args.k, "batch_size": bs,
@@ -298,6 +311,9 @@ def main() -> None:
           f"HF recomputing it; query-only {t['query_only_speedup_vs_cached']:.2f}x faster than the cached full prompt "
           f"({t['query_only_speedup_vs_recomputed']:.2f}x than recomputed); completions agree "
           f"{t['completions_agree_cached_vs_hf']:.0%}")
+    print(f"bf16 weights: step @{bs} {bf16['step_s_at_batch'] * 1000:.1f} ms; query-only @{bs} {bf16['generate_s_at_batch']:.2f} s "
+          f"= {bf16['speedup_vs_hf_batch1_fp32']:.2f}x the fp32 HF batch-1 loop; completions identical to fp32 "
+          f"{bf16['completions_identical_to_fp32']:.0%}")
     if int8:
         print(f"int8 dynamic: step @1 {int8['step_s_at_1'] * 1000:.1f} ms, @{bs} {int8['step_s_at_batch'] * 1000:.1f} ms "
               f"(fp32 {step['ours@1'] * 1000:.1f} / {step[f'ours@{bs}'] * 1000:.1f} ms); query-only @{bs} "

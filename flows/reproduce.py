@@ -57,7 +57,8 @@ from promptintern.config import RunConfig, _merge
 from promptintern.data import dataset_digest
 from promptintern.report import plot_metric_vs_tokens
 from promptintern.results import (MAP_SIZES, PARTS, Part, export_predictions, plot_points, read_predictions,
-                                  replace_region, retime, timing_markdown, write_document)
+                                  eval_dirs_of, models_of, replace_region, retime, timing_markdown,
+                                  write_document)
 from promptintern.scaling import map_markdown, map_points, plot_metric_vs_rows
 from promptintern.significance import paired_bootstrap
 from promptintern.variants import VariantUnavailable
@@ -363,7 +364,7 @@ def retime_flow(parts: tuple[str, ...] = TIMED_PARTS, rows: int = 24, repeats: i
         if not path.exists():
             logger.warning("no record of part %s (%s): run `python -m flows.reproduce %s` first", part, path, part)
             continue
-        evals, forms, missing = _models_of(part, json.loads(path.read_text())["runs"], root)
+        evals, forms, missing = models_of(part, json.loads(path.read_text())["runs"], root)
         if missing:  # rows kept with --resume from another sitting: their models are not here
             logger.warning("%s: not re-timed, their models are not under %s (rerun the part without --resume "
                            "to rebuild them): %s", part, root, ", ".join(missing))
@@ -395,35 +396,6 @@ def retime_flow(parts: tuple[str, ...] = TIMED_PARTS, rows: int = 24, repeats: i
     text = doc_path.read_text() if doc_path.exists() else HEADER
     doc_path.write_text(replace_region(text, "timing", _timing_body(record)))
     return record
-
-
-def _models_of(part: str, runs: dict[str, dict], root: Path) -> tuple[dict, dict, list[str]]:
-    """The benchmark folders of a part's models (``<part>/<variant>`` and ``<part>/base model``),
-    their prompt forms, and the completed rows whose run is not under ``root``."""
-    evals, forms, missing = {}, {}, []
-    order = PARTS[part].variants
-    for variant in sorted(runs, key=lambda v: order.index(v) if v in order else len(order)):
-        run = runs[variant]
-        if run.get("status") != "completed":
-            continue
-        eval_dirs = _eval_dirs(run, root)
-        if eval_dirs is None:
-            missing.append(f"{part}/{variant}")
-            continue
-        evals[f"{part}/{variant}"] = eval_dirs["promptintern"]
-        forms[f"{part}/{variant}"] = run["prompt_form"]
-        if "base-full-prompt" in eval_dirs:
-            evals[f"{part}/base model"] = eval_dirs["base-full-prompt"]
-            forms[f"{part}/base model"] = (run.get("base_full_prompt") or {}).get("prompt_form", "full prompt")
-    return evals, forms, missing
-
-
-def _eval_dirs(run: dict, root: Path) -> dict[str, str] | None:
-    """A completed row's benchmark folders under ``root`` by label (``promptintern``, and
-    ``base-full-prompt`` where the run benchmarked the untuned model), from its run's report;
-    None when the run is not under ``root`` (the row was made in another artifact root)."""
-    report = root / run["run_dir"] / "results.json"
-    return json.loads(report.read_text())["eval_dirs"] if report.exists() else None
 
 
 def _timing_body(record: dict) -> str:
@@ -500,7 +472,7 @@ def _publish_missing_predictions(part: str, runs: dict[str, dict], root: Path, d
         dest = _predictions_path(doc_path, part, variant)
         if run.get("status") != "completed" or dest.exists():
             continue
-        eval_dir = run.get("eval_dir") or (_eval_dirs(run, root) or {}).get("promptintern")
+        eval_dir = run.get("eval_dir") or (eval_dirs_of(run, root) or {}).get("promptintern")
         if eval_dir and (root / eval_dir / "predictions.jsonl").exists():
             if sha256_file(root / eval_dir / "predictions.jsonl") != run["predictions_sha256"]:
                 raise ValueError(f"{root / eval_dir}: not the predictions the record of {part}/{variant} names")

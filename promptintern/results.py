@@ -378,6 +378,55 @@ def write_document(path: Path, parts: Sequence[tuple[Part, dict]], header: str) 
 # ---------------------------------------------------------------------------------------------
 
 
+def models_of(part: str, runs: dict[str, dict], root: Path) -> tuple[dict, dict, list[str]]:
+    """The benchmark folders of a part's models (``<part>/<variant>`` and ``<part>/base model``),
+    their prompt forms, and the completed rows whose run is not under ``root``."""
+    evals, forms, missing = {}, {}, []
+    order = PARTS[part].variants
+    for variant in sorted(runs, key=lambda v: order.index(v) if v in order else len(order)):
+        run = runs[variant]
+        if run.get("status") != "completed":
+            continue
+        eval_dirs = eval_dirs_of(run, root)
+        if eval_dirs is None:
+            missing.append(f"{part}/{variant}")
+            continue
+        evals[f"{part}/{variant}"] = eval_dirs["promptintern"]
+        forms[f"{part}/{variant}"] = run["prompt_form"]
+        if "base-full-prompt" in eval_dirs:
+            evals[f"{part}/base model"] = eval_dirs["base-full-prompt"]
+            forms[f"{part}/base model"] = (run.get("base_full_prompt") or {}).get("prompt_form", "full prompt")
+    return evals, forms, missing
+
+
+def eval_dirs_of(run: dict, root: Path) -> dict[str, str] | None:
+    """A completed row's benchmark folders under ``root`` by label (``promptintern``, and
+    ``base-full-prompt`` where the run benchmarked the untuned model), from its run's report;
+    None when the run is not under ``root`` (the row was made in another artifact root)."""
+    report = root / run["run_dir"] / "results.json"
+    return json.loads(report.read_text())["eval_dirs"] if report.exists() else None
+
+
+def timing_jobs(root: Path, evals: dict[str, str], rows: int) -> dict[str, dict]:
+    """What each benchmark (``evals``: name -> benchmark folder under ``root``) generated, as
+    ``promptintern.generate.generate`` keywords for its first ``rows`` test prompts: its model,
+    prompts, stop strings, batch size and max_new_tokens (``prefix_cache`` off), plus ``template``
+    (whether its prompts carry one) and ``test_rows`` (how many rows the benchmark scored)."""
+    from promptintern.pipeline import benchmark_prompts
+
+    jobs = {}
+    for name, rel in evals.items():
+        inputs = json.loads((root / rel / "manifest.json").read_text())["inputs"]
+        at = {key: (root / inputs[key]) if inputs.get(key) else None
+              for key in ("model_dir", "dataset_dir", "template_dir", "bank_dir")}
+        task, _, _, prompts, _ = benchmark_prompts(at["model_dir"], at["dataset_dir"], at["template_dir"],
+                                                at["bank_dir"], inputs["k"], name, inputs.get("chat", "off"))
+        jobs[name] = dict(model_dir=at["model_dir"], prompts=prompts[:rows], stop=task.stop,
+                          batch_size=inputs["eval"]["batch_size"], max_new_tokens=inputs["eval"]["max_new_tokens"],
+                          prefix_cache=False, template=at["template_dir"] is not None, test_rows=len(prompts))
+    return jobs
+
+
 def retime(root: Path, evals: dict[str, str], rows: int = 24, repeats: int = 3) -> dict[str, dict]:
     """Seconds per instance of each benchmark's prompt form, measured again side by side.
 
@@ -390,20 +439,13 @@ def retime(root: Path, evals: dict[str, str], rows: int = 24, repeats: int = 3) 
     import statistics
 
     from promptintern.generate import generate
-    from promptintern.pipeline import benchmark_prompts
 
-    jobs = {}
-    for name, rel in evals.items():
-        inputs = json.loads((root / rel / "manifest.json").read_text())["inputs"]
-        at = {key: (root / inputs[key]) if inputs.get(key) else None
-              for key in ("model_dir", "dataset_dir", "template_dir", "bank_dir")}
-        task, _, _, prompts, _ = benchmark_prompts(at["model_dir"], at["dataset_dir"], at["template_dir"],
-                                                at["bank_dir"], inputs["k"], name, inputs.get("chat", "off"))
-        jobs[name] = dict(model_dir=at["model_dir"], prompts=prompts[:rows], stop=task.stop,
-                          batch_size=inputs["eval"]["batch_size"], max_new_tokens=inputs["eval"]["max_new_tokens"],
-                          prefix_cache=False)
-        if at["template_dir"] is not None:  # the same prompts, the template prefilled once and reused
+    jobs = timing_jobs(root, evals, rows)
+    for name in list(jobs):
+        if jobs[name]["template"]:  # the same prompts, the template prefilled once and reused
             jobs[name + CACHED] = {**jobs[name], "prefix_cache": True}
+    for job in jobs.values():  # what describes the benchmark, not how to generate
+        del job["template"], job["test_rows"]
     names = list(jobs)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     tokens: dict[str, tuple[float, float]] = {}
