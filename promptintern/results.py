@@ -122,6 +122,14 @@ for _rows in MAP_SIZES:
         settings={"train_subset": _rows, "eval": {"baseline_full_prompt": False, "baseline_query_only": False}},
         baseline=NONE)
 
+# MBPP for the final configurations: the map's four rows at the CPU presets' 64 training rows, all
+# 500 test tasks (the untuned model's benchmarks are the mbpp part's, not repeated).
+PARTS["mbpp-final"] = Part("mbpp-final", "mbpp", (
+    Table("MBPP: the final configurations at equal optimizer steps, 64 training rows", (
+        ("Direct fine-tuning", (NONE, FULL)), ("PromptIntern", ("promptintern",)),
+        ("Best curriculum on the dev split", (MAP_BEST_CURRICULUM,)))),),
+    settings={"eval": {"baseline_full_prompt": False, "baseline_query_only": False}}, baseline=NONE)
+
 # The same comparison on a task whose template carries what the answers need (examples/orb-cli: a
 # made-up tool whose subcommand and option names are written only in the template).
 # (relative to the repository root, where the reproduce command runs: records stay portable)
