@@ -55,6 +55,7 @@ from flows.dag import REPO_ROOT, _parse_set, in_repo, promptintern, resolve_conf
 from promptintern.artifacts import sha256_file, stable_hash
 from promptintern.config import RunConfig, _merge
 from promptintern.data import dataset_digest
+from promptintern.machine import hardware
 from promptintern.report import plot_metric_vs_tokens
 from promptintern.results import (MAP_SIZES, PARTS, Part, export_predictions, plot_points, read_predictions,
                                   eval_dirs_of, models_of, replace_region, retime, timing_markdown,
@@ -84,9 +85,6 @@ def code_version() -> str:
 
 
 def _machine() -> str:
-    sys.path.insert(0, str(REPO_ROOT))
-    from benchmarks.common import hardware  # the benchmarks' record of the machine, reused
-
     hw = hardware("torch", "transformers", "peft", "llmlingua", "sacrebleu", "prefect")
     import torch
 

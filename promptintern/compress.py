@@ -56,14 +56,15 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Sequence, Union
 
 from pydantic import BaseModel, ConfigDict
 
+# the pieces the backends (compress_llmlingua2, compress_selective_context, compress_api) share with
+# this module live in compress_common, so the backends never import this one back
+from promptintern.compress_common import _COMPRESSORS, Segment, cached_compressor, offline_prompt_compressor  # noqa: F401
 from promptintern.prompts import Template, TemplateSection
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,6 @@ class CompressedTemplate(BaseModel):
 _FENCE = re.compile(r"^[ \t]*```[^\n]*\n.*?^[ \t]*```[ \t]*$|^[ \t]*```.*\Z", re.M | re.S)
 _ASSERT = re.compile(r"^[ \t]*assert\b[^\n]*$", re.M)
 _PLACEHOLDER = re.compile(r"\{+[^{}\n]*\}+")  # {name}, and {{escaped}} braces as a whole
-
-
-@dataclass(frozen=True)
-class Segment:
-    text: str
-    compress: bool
 
 
 def split_protected(text: str) -> list[Segment]:
@@ -167,32 +162,9 @@ def one_prompt(docs: list[list[Segment]]) -> list[Segment]:
 # Loaded models, shared by every method
 # ---------------------------------------------------------------------------------------------
 
-_COMPRESSORS: dict[object, tuple[object, threading.Lock]] = {}
-_COMPRESSORS_LOCK = threading.Lock()
-
-
-def cached_compressor(key: object, load: Callable[[], object]) -> tuple[object, threading.Lock]:
-    """One loaded compressor per ``key`` per process (loading the model is the slow part), with a
-    lock for its calls. Every method keeps its models here, so clearing ``_COMPRESSORS`` resets all."""
-    with _COMPRESSORS_LOCK:
-        if key not in _COMPRESSORS:
-            _COMPRESSORS[key] = (load(), threading.Lock())
-        return _COMPRESSORS[key]
-
-
 # ---------------------------------------------------------------------------------------------
 # llmlingua, adapted (see the module docstring)
 # ---------------------------------------------------------------------------------------------
-
-
-class _TokenCounter:
-    """Stands in for the tiktoken encoding llmlingua uses only to count tokens (fix 1)."""
-
-    def __init__(self) -> None:
-        self.tokenizer = None  # set once PromptCompressor has loaded the model's tokenizer
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids
 
 
 class _LegacyCacheLM:
@@ -227,23 +199,6 @@ def _compressor(model_dir: str):
     """LLMLingua's and LongLLMLingua's PromptCompressor: they differ only in ``compress_prompt``'s
     options, so they share it."""
     return cached_compressor(model_dir, lambda: _load_compressor(model_dir))
-
-
-def offline_prompt_compressor(model_dir: str, **options):
-    """llmlingua's ``PromptCompressor`` on a local folder, without its tiktoken download (fix 1)."""
-    from types import SimpleNamespace
-    from unittest import mock
-
-    import llmlingua.prompt_compressor as upstream
-
-    counter = _TokenCounter()
-    # llmlingua's own module-level reference to tiktoken is swapped for the duration of __init__ only
-    offline_tiktoken = SimpleNamespace(encoding_for_model=lambda _model_name: counter)
-    with mock.patch.object(upstream, "tiktoken", offline_tiktoken):
-        compressor = upstream.PromptCompressor(model_name=model_dir, device_map="cpu", **options)
-    counter.tokenizer = compressor.tokenizer
-    compressor.model.eval()
-    return compressor
 
 
 def _load_compressor(model_dir: str):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from promptintern.config import CompressionConfig
 
 if TYPE_CHECKING:
-    from promptintern.compress import Segment
+    from promptintern.compress_common import Segment
 
 log = logging.getLogger(__name__)
 

@@ -39,11 +39,11 @@ import re
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from promptintern.compress import cached_compressor, offline_prompt_compressor
+from promptintern.compress_common import cached_compressor, offline_prompt_compressor
 from promptintern.config import CompressionConfig
 
 if TYPE_CHECKING:
-    from promptintern.compress import Segment
+    from promptintern.compress_common import Segment
 
 CLASSIFIER_HINT = CompressionConfig.CLASSIFIER_HINT
 

@@ -38,10 +38,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from promptintern.compress import cached_compressor
+from promptintern.compress_common import cached_compressor
 
 if TYPE_CHECKING:
-    from promptintern.compress import Segment
+    from promptintern.compress_common import Segment
 
 _UNIT = re.compile(r"\S+\s*")
 

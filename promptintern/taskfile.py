@@ -55,13 +55,14 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from promptintern.artifacts import sha256_file
-from promptintern.datasets.base import DataError, Example, Task, read_jsonl
+from promptintern.callables import import_callable
+from promptintern.datasets.base import DataError, Example, Task, TaskFileError, read_jsonl
 from promptintern.prompts import PromptFormat, SectionKind, Template, TemplateSection
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "taskfiles"
@@ -69,10 +70,6 @@ SUFFIXES = (".yaml", ".yml", ".toml")
 POSTPROCESSORS = ("strip", "first-line", "code-block")
 METRICS = ("exact_match", "bleu", "chrf", "execution", "python")
 _DOTTED = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-
-
-class TaskFileError(DataError):
-    """A task file that cannot be used; the message names the file, line and key."""
 
 
 class _Strict(BaseModel):
@@ -311,28 +308,6 @@ def resolve_path(raw: str, base: Path, data_dir: str | Path | None) -> Path:
         return Path(data_dir if data_dir is not None else "data") / raw.removeprefix("{data_dir}").lstrip("/")
     path = Path(raw).expanduser()
     return path if path.is_absolute() else base / path
-
-
-def import_callable(dotted: str, what: str, base: Path | None = None) -> Callable:
-    """``package.module:function``, imported as usual or, failing that, from ``base`` (the task
-    file's folder: a metric module may sit next to its task file)."""
-    import sys
-
-    module_name, _, attr = dotted.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        if base is None or not (base / (module_name.replace(".", "/") + ".py")).is_file():
-            raise TaskFileError(f"{what}: cannot import {module_name!r} ({err}); is its folder on PYTHONPATH?") from None
-        sys.path.insert(0, str(base))
-        try:
-            module = importlib.import_module(module_name)
-        finally:
-            sys.path.remove(str(base))
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise TaskFileError(f"{what}: {module_name!r} has no callable {attr!r}")
-    return fn
 
 
 def read_rows(path: Path, fmt: str = "auto", hint: str = "") -> list[tuple[str, dict]]:

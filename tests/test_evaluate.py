@@ -1,6 +1,7 @@
 import sacrebleu
 
-from promptintern.evaluate import postprocess, score
+from promptintern.datasets import postprocess
+from promptintern.evaluate import score
 from promptintern.evaluate.common import exact_match
 
 

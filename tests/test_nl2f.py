@@ -6,7 +6,8 @@ import pytest
 
 from promptintern.datasets import DataError, get_task
 from promptintern.datasets.nl2f import column_name, render_table
-from promptintern.evaluate import postprocess, score
+from promptintern.datasets import postprocess
+from promptintern.evaluate import score
 from promptintern.prompts import render_prompt
 
 TABLE = [["Month", "Region", "Sales"]] + [[f"M{i}", "North" if i % 2 else "South", str(100 * i)] for i in range(1, 11)]

@@ -32,10 +32,15 @@ def _cached_task(source: str, mtime_ns: int, data_dir: str | None) -> Task:
     return build_task(read_task_file(source), Path(source), data_dir)
 
 
+def postprocess(task: str, text: str) -> str:
+    """A task's answer extraction (its task file's ``metric.postprocess``) applied to ``text``."""
+    return get_task(task).postprocess(text)
+
+
 def builtin_tasks() -> list[str]:
     from promptintern.taskfile import builtin_names
 
     return builtin_names()
 
 
-__all__ = ["DataError", "Example", "Task", "builtin_tasks", "get_task", "read_jsonl"]
+__all__ = ["DataError", "Example", "Task", "builtin_tasks", "get_task", "postprocess", "read_jsonl"]

@@ -20,6 +20,10 @@ class DataError(ValueError):
     """Bad or missing data; the message names the file (and line) to look at."""
 
 
+class TaskFileError(DataError):
+    """A task file that cannot be used; the message names the file, line and key."""
+
+
 class Example(BaseModel):
     """One row: the query the user sends, the target the model should produce."""
 

@@ -35,13 +35,6 @@ POSTPROCESS: dict[str, Callable[[str], str]] = {
 }
 
 
-def postprocess(task: str, text: str) -> str:
-    """A built-in benchmark's answer extraction (see its task file's ``metric.postprocess``)."""
-    from promptintern.datasets import get_task
-
-    return get_task(task).postprocess(text)
-
-
 def score(task: str, predictions: Sequence[str], references: Sequence[str], **extra) -> dict:
     """A built-in benchmark's reference-only score."""
     if len(predictions) != len(references):
@@ -54,7 +47,7 @@ def make_postprocess(spec: str, where: str, base=None) -> Callable[[str], str]:
     a module in ``base``, the task file's folder)."""
     if spec in POSTPROCESS:
         return POSTPROCESS[spec]
-    from promptintern.taskfile import import_callable
+    from promptintern.callables import import_callable
 
     return import_callable(spec, where, base)
 
@@ -72,7 +65,7 @@ def make_scorer(spec, where: str, base=None) -> Callable[..., dict]:
     post = make_postprocess(spec.postprocess, f"{where}.postprocess", base)
     custom = None
     if spec.name == "python":
-        from promptintern.taskfile import import_callable
+        from promptintern.callables import import_callable
 
         custom = import_callable(spec.callable, f"{where}.callable", base)
 
@@ -118,12 +111,4 @@ def _execute(answers: list[str], examples: Sequence, spec, sandbox: dict | None)
         return pass_at_1([ex.meta.get("task_id", ex.id) for ex in examples], verdicts, time.monotonic() - start, box)
 
 
-def score_examples(task: str, predictions: Sequence[str], examples: Sequence, sandbox: dict | None = None) -> dict:
-    """Score answers of a built-in benchmark or a task file against its rows (``Task.score``)."""
-    from promptintern.datasets import get_task
-
-    return get_task(task).score(predictions, examples, sandbox)
-
-
-__all__ = ["exact_match", "make_postprocess", "make_scorer", "normalize_ws", "postprocess", "score",
-           "score_examples"]
+__all__ = ["exact_match", "make_postprocess", "make_scorer", "normalize_ws", "score"]

@@ -289,7 +289,7 @@ def pass_at_1(ids: Sequence, verdicts: Sequence[Verdict], seconds: float, sandbo
 
 def mbpp_pass_at_1(examples: Sequence, completions: Sequence[str], sandbox: Sandbox) -> dict:
     """MBPP Pass@1 of ``completions`` (Python source, already extracted from the model's reply:
-    ``promptintern.evaluate.postprocess("mbpp", text)``), one per example, each judged against the
+    ``promptintern.datasets.postprocess("mbpp", text)``), one per example, each judged against the
     example's ``test_list`` after its ``test_setup_code``."""
     if len(completions) != len(examples):
         raise ValueError(f"{len(completions)} completions for {len(examples)} examples")
