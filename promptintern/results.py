@@ -288,6 +288,11 @@ def render_part(part: Part, record: dict) -> str:
                 table_markdown(table, runs, significance, record.get("seed_significance"), columns=part.columns), ""]
         if table.note:
             out += [table.note, ""]
+        shown = [v for _, group in table.groups for v in group]
+        full = (runs.get(FULL) or {}).get("tuned")
+        if FULL in shown and full and not full.get("template_cached"):
+            out += [f"No \"{FULL}{CACHED}\" row: this record predates the benchmark box timing the full prompt with "
+                    "its template in a prompt cache (commit 5ce12ff); the next run of the part adds it.", ""]
     for base in (record.get("base_full_prompt"), record.get("base_query_only")):
         ref = reference_markdown(base, part.columns)
         if ref:

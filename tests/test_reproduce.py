@@ -105,6 +105,19 @@ def test_the_full_prompt_also_gets_its_template_cached_row_and_column():
     assert ours["speed-up vs template + k-shot"] == "12.00x" and ours["speed-up vs template cached"] == "4.00x"
 
 
+def test_a_record_made_before_the_cached_timing_says_why_its_table_has_no_cached_row():
+    from promptintern.results import render_part
+
+    part = Part("t", "nl2bash", (Table("t", (("Direct", ("direct-template-kshot", "direct-no-template")),)),))
+    runs = {"direct-template-kshot": {"status": "completed", "tuned": _metrics(40.0, 600.0, 1.0), "steps": 48},
+            "direct-no-template": {"status": "completed", "tuned": _metrics(20.0, 30.0, 0.5), "steps": 48}}
+    record = {"runs": runs, "provenance": {"command": "python -m flows.reproduce t"}}
+    assert 'No "direct-template-kshot, template cached" row' in render_part(part, record)
+    runs["direct-template-kshot"]["tuned"]["template_cached"] = {"seconds_per_instance": 1.0,
+                                                                 "recomputed_seconds_per_instance": 3.0}
+    assert "No \"direct-template-kshot" not in render_part(part, record)
+
+
 def test_the_table_shows_intervals_and_hides_a_gap_within_the_noise():
     table = Table("t", (("Direct", ("direct-template-kshot", "direct-no-template")), ("Ours", ("promptintern",))))
     runs = {v: {"status": "completed", "tuned": _metrics(bleu, 30.0, 0.5), "steps": 48}
