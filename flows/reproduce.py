@@ -57,9 +57,9 @@ from promptintern.config import RunConfig, _merge
 from promptintern.data import dataset_digest
 from promptintern.machine import hardware
 from promptintern.report import plot_metric_vs_tokens
-from promptintern.results import (MAP_SIZES, PARTS, Part, export_predictions, plot_points, read_predictions,
-                                  eval_dirs_of, models_of, replace_region, retime, timing_markdown,
-                                  write_document)
+from promptintern.results import (MAP_SIZES, MAP_VARIANTS, PARTS, Part, eval_dirs_of, export_predictions,
+                                  models_of, plot_points, read_predictions, replace_region, retime,
+                                  timing_markdown, write_document)
 from promptintern.scaling import map_markdown, map_points, plot_metric_vs_rows
 from promptintern.significance import paired_bootstrap
 from promptintern.variants import VariantUnavailable
@@ -451,7 +451,7 @@ def render_map(doc_path: Path) -> Path | None:
             records[rows] = _load_record(path)
     if not records:
         return None
-    points = map_points(records)
+    points = [p for p in map_points(records) if p["variant"] in MAP_VARIANTS]  # the rows every size has
     first = next(iter(records.values()))
     plot = plot_metric_vs_rows(points, doc_path.parent / "results" / "map_metric_vs_rows.png",
                                f"nl2bash · {first['provenance']['model']} · test split")

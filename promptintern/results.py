@@ -114,11 +114,19 @@ PARTS["curricula-dev-12-epochs"] = Part(
 MAP_SIZES = (16, 64, 256, 1024)
 MAP_BEST_CURRICULUM = "context-distillation"
 MAP_VARIANTS = (NONE, FULL, "promptintern", MAP_BEST_CURRICULUM)
+# At 64 rows, also fine-tuning on the query alone given PromptIntern's and context distillation's
+# training tokens (more passes over the same rows): is their difference the method or the compute?
+MAP_TOKEN_BUDGETS = {64: ("direct-no-template-26-passes", "direct-no-template-54-passes")}
 for _rows in MAP_SIZES:
+    _budgets = (("Direct fine-tuning at their training tokens", MAP_TOKEN_BUDGETS[_rows]),) \
+        if _rows in MAP_TOKEN_BUDGETS else ()
     PARTS[f"map-{_rows}"] = Part(f"map-{_rows}", "nl2bash", (
         Table(f"NL2Bash, {_rows} training rows, equal optimizer steps", (
             ("Direct fine-tuning", (NONE, FULL)), ("PromptIntern", ("promptintern",)),
-            ("Best curriculum on the dev split", (MAP_BEST_CURRICULUM,)))),),
+            ("Best curriculum on the dev split", (MAP_BEST_CURRICULUM,)), *_budgets),
+            note="The last group trains for more optimizer steps than the others: on as many training tokens "
+                 "as PromptIntern (26 passes) and as context distillation with its teacher (54 passes)."
+            if _budgets else ""),),
         settings={"train_subset": _rows, "eval": {"baseline_full_prompt": False, "baseline_query_only": False}},
         baseline=NONE)
 

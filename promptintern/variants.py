@@ -49,6 +49,19 @@ context-distillation           one query-only stage with that distillation: Snel
                                without PromptIntern's stages
 =============================  ==================================================================
 
+Fine-tuning on the query alone at other variants' training-token budgets (the tables above hold
+optimizer steps equal, and a query-only step trains on far fewer tokens than a templated one). The
+multipliers are measured at ``cpu-repro``'s 64 NL2Bash rows (tokens/s x seconds of each stage, in
+docs/results/map-64.json): PromptIntern trains on 8.7x direct fine-tuning's tokens, context
+distillation with its full-prompt teacher on 18.1x (the teacher's forward pass not counted):
+
+=============================  ==================================================================
+direct-no-template-26-passes   direct-no-template, train.total_epochs 26 (3 x 8.7): PromptIntern's
+                               training tokens
+direct-no-template-54-passes   direct-no-template, train.total_epochs 54 (3 x 18.1): context
+                               distillation's, teacher included
+=============================  ==================================================================
+
 A variant that needs something the configuration does not provide (LLMLingua-2 without a
 token-classifier ``compression.model``, the API compressor without ``compression.endpoint``) raises
 ``VariantUnavailable`` from ``variant_config``, saying what to set; a sweep reports it as skipped.
@@ -99,6 +112,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "promptintern-distill": {"train": {"distill": {"teacher": "full-prompt-ft"}}},
     "context-distillation": {"schedule": {"num_stages": 1, "tau0": 0.0, "absorb_examples": False},
                              "train": {"distill": {"teacher": "full-prompt-ft"}}},
+    "direct-no-template-26-passes": {"schedule": {"num_stages": 1, "tau0": 0.0, "k0": 0},
+                                     "train": {"total_epochs": 26.0}},
+    "direct-no-template-54-passes": {"schedule": {"num_stages": 1, "tau0": 0.0, "k0": 0},
+                                     "train": {"total_epochs": 54.0}},
 }
 
 
