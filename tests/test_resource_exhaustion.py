@@ -230,3 +230,21 @@ def test_flow_out_of_memory_in_training_then_rerun(prefect_harness, tiny_data_di
     result = promptintern(config=cfg, artifact_root=str(root))
     # one stage keeps the template (tau 1): its benchmark is also served with the template cached
     assert [r["method"] for r in result["rows"]] == ["promptintern", "promptintern, template cached"]
+
+
+def test_a_stage_the_machine_cannot_hold_stops_before_loading_the_model(shard_dir, tiny_model_dir, tmp_path,
+                                                                        monkeypatch):
+    """The memory estimate (promptintern.memory) runs before the model is loaded: with less memory
+    available than a step needs, the stage stops saying how much it needs and what to lower."""
+    import promptintern.memory as memory
+
+    loaded = []
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 256 * 2**20)  # 0.25 GB
+    monkeypatch.setattr(train_module, "_lora_model", lambda *a, **k: loaded.append(1))
+    with pytest.raises(ResourceExhausted) as err:
+        build(tmp_path / "artifacts", "adapters",
+              lambda out: pipeline.train(tiny_model_dir, shard_dir, None, LORA, CFG, 2, out))
+    message = str(err.value)
+    assert message.startswith("stage 2: a training step needs ~0.5") and "0.25 GB is available" in message
+    assert "train.batch_size" in message and "train.max_seq_len" in message and err.value.resource == "memory"
+    assert loaded == []
