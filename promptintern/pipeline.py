@@ -466,8 +466,10 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     and ``metrics.json`` (scores, input tokens per query, seconds per instance, provenance).
     """
     from promptintern.cost import cost_report, count_openai_tokens
+    from promptintern.cpu import set_torch_threads
     from promptintern.evaluate.common import is_looping
-    from promptintern.generate import generate
+    from promptintern.generate import generate_with, with_precision
+    from promptintern.models import load_model, load_tokenizer
 
     info = json.loads((dataset_dir / "info.json").read_text())
     task, test, template_text, prompts, as_chat = benchmark_prompts(model_dir, dataset_dir, template_dir, bank_dir,
@@ -475,10 +477,12 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     check_prompts_fit(prompts, model_dir, cfg.max_new_tokens, f"benchmark {label!r}")
     with resource_errors(f"generation for benchmark {label!r} at eval.batch_size={cfg.batch_size}", out,
                          memory_hint="lower eval.batch_size or eval.max_new_tokens"):
-        gens = generate(model_dir, prompts, max_new_tokens=cfg.max_new_tokens,
-                        batch_size=cfg.batch_size, stop=task.stop, prefix_cache=cfg.prefix_cache,
-                        precision=cfg.precision)
-        template_cached = _template_cached(model_dir, prompts, gens, template_text, task, cfg)
+        set_torch_threads()  # the model is loaded once, for the answers and the cache timing sample
+        model, tokenizer = with_precision(load_model(model_dir), cfg.precision), load_tokenizer(model_dir)
+        gens = generate_with(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
+                             batch_size=cfg.batch_size, stop=task.stop, prefix_cache=cfg.prefix_cache)
+        template_cached = _template_cached(model, tokenizer, prompts, gens, template_text, task, cfg)
+        del model
     answers = [task.postprocess(t) for t in gens.texts]
     # a completion that ran to the token limit repeating itself: greedy decoding caught in a loop
     at_limit = [n >= cfg.max_new_tokens for n in gens.output_tokens]
@@ -539,25 +543,25 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     return metrics
 
 
-def _template_cached(model_dir: Path, prompts: list[str], gens, template_text: str, task, cfg: EvalSettings) -> dict | None:
+def _template_cached(model, tokenizer, prompts: list[str], gens, template_text: str, task,
+                     cfg: EvalSettings) -> dict | None:
     """For prompts that carry a template: what serving them with the template in a prompt cache
     costs in time, against recomputing it on every call. The main generation used the cache (when
     ``eval.prefix_cache``); the first ``eval.cache_timing_rows`` rows are generated again with and
     without it, side by side, and the time of the other mode is the main run's scaled by their
     ratio. None: no template, no shared prefix, or not measured."""
-    from promptintern.generate import time_prefix_cache
-    from promptintern.models import load_tokenizer
+    from promptintern.generate import time_prefix_cache_with
 
     if not template_text or not cfg.cache_timing_rows:
         return None
-    sample = time_prefix_cache(model_dir, prompts[: cfg.cache_timing_rows], cfg.max_new_tokens, cfg.batch_size,
-                               task.stop, precision=cfg.precision)  # timed as the main run generated
+    # timed with the main run's own model (its eval.precision)
+    sample = time_prefix_cache_with(model, tokenizer, prompts[: cfg.cache_timing_rows], cfg.max_new_tokens,
+                                    cfg.batch_size, task.stop)
     if not sample["prefix_tokens"]:
         return None
     texts = sample.pop("cached_texts")
     ratio = sample["uncached_seconds_per_instance"] / max(sample["cached_seconds_per_instance"], 1e-9)
     main = gens.seconds_per_instance
-    tokenizer = load_tokenizer(model_dir)
     ids = tokenizer(prompts[0], add_special_tokens=False)["input_ids"][: sample["prefix_tokens"]]
     return {
         "prefix_tokens": sample["prefix_tokens"],
