@@ -433,7 +433,9 @@ def render(names: list[str], doc: str | None = None, artifact_root: str | None =
             if artifact_root:
                 _publish_missing_predictions(name, record["runs"], Path(in_repo(artifact_root)), doc_path)
             record["significance"] = significance(name, record["runs"], doc_path, PARTS[name].baseline)
-            record["seed_significance"] = seed_significance(name, record["runs"], doc_path, PARTS[name].baseline)
+            seeds = seed_significance(name, record["runs"], doc_path, PARTS[name].baseline)
+            if seeds or "seed_significance" in record:  # a record without extra seeds stays byte for byte
+                record["seed_significance"] = seeds
             record["plot"] = _draw_plot(PARTS[name], record, doc_path)
             path.write_text(json.dumps(record, indent=2) + "\n")
             write_document(doc_path, [(PARTS[name], record)], HEADER)
