@@ -135,6 +135,10 @@ def generate_with(model, tokenizer, prompts: Sequence[str], max_new_tokens: int 
 
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: allowed {', '.join(ENGINES)}")
+    if engine == "loop" and sliding_window(model):
+        # a sliding-window cache drops old keys as it goes: our loop's masks, its shared prefix and
+        # its joined batches assume every key stays, so such models take HF generate
+        engine = "hf"
     tokenizer.padding_side = "left"
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
@@ -166,6 +170,17 @@ def generate_with(model, tokenizer, prompts: Sequence[str], max_new_tokens: int 
         texts[i] = cut_at_stop(tokenizer.decode(ids[:n], skip_special_tokens=True), stop)
     seconds = time.perf_counter() - started
     return Generations(texts, [len(e) for e in encoded], out_tokens, seconds, batch_size, shared)
+
+
+def sliding_window(model) -> bool:
+    """Whether the model's KV cache keeps only a window of recent keys in some layer (Mistral v0.1,
+    Gemma 2/3, Qwen2 with use_sliding_window)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return False
+    if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
+        return True
+    return bool(getattr(config, "sliding_window", None)) and getattr(config, "use_sliding_window", True) is not False
 
 
 @torch.no_grad()

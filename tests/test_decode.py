@@ -135,3 +135,29 @@ def _tensors(cache) -> list[torch.Tensor]:
     if layers is not None:
         return [t for layer in layers for t in (layer.keys, layer.values)]
     return [t for pair in cache.to_legacy_cache() for t in pair]
+
+
+def test_a_sliding_window_model_takes_hf_generate_and_answers_the_same(tiny_model_dir, tmp_path):
+    """A cache that drops old keys (Mistral's sliding window, here 8 tokens) breaks the loop's
+    assumptions (shared prefix, joined batches): generate falls back to HF generate for it."""
+    import shutil
+
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from promptintern.generate import sliding_window
+
+    tok = load_tokenizer(tiny_model_dir)
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tok),
+                                             sliding_window=8, max_position_embeddings=512,
+                                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
+    model.save_pretrained(tmp_path)
+    for f in tiny_model_dir.iterdir():
+        if "token" in f.name:
+            shutil.copy(f, tmp_path / f.name)
+    assert sliding_window(model) and not sliding_window(load_model(tiny_model_dir))
+    prompts = [f"{TEMPLATE}Request: {q}\nCommand:" for q in QUERIES]
+    ours = generate(tmp_path, prompts, max_new_tokens=10, batch_size=3, progress=False)
+    hf = generate(tmp_path, prompts, max_new_tokens=10, batch_size=3, progress=False, engine="hf")
+    assert ours.texts == hf.texts and ours.prefix_tokens == 0
