@@ -63,6 +63,10 @@ def _cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _returned_cache(out):
     return out["cache"] if "cache" in out else out["past_key_values"]
 
@@ -78,7 +82,7 @@ class PrefixCache:
 @torch.no_grad()
 def prefill(model, ids: Sequence[int]) -> PrefixCache:
     """Run the shared prefix once; its cache is copied (never changed) by every batch after."""
-    out = model(input_ids=torch.tensor([list(ids)]), use_cache=True, logits_to_keep=1)
+    out = model(input_ids=torch.tensor([list(ids)], device=_device(model)), use_cache=True, logits_to_keep=1)
     return PrefixCache(list(ids), _returned_cache(out))
 
 
@@ -98,7 +102,7 @@ class _Batch:
         """Keep these batch rows (finished rows leave: their keys and values are dropped), then drop
         the cache columns no remaining row attends to (pads every row has, keys of rows gone)."""
         if len(keep) < len(self.rows):
-            index = torch.tensor(keep, dtype=torch.long)
+            index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
             self.cache.batch_select_indices(index)
             self.mask, self.last, self.token = self.mask[index], self.last[index], self.token[index]
             self.rows = [self.rows[j] for j in keep]
@@ -155,6 +159,8 @@ def _prefill_rows(model, keyword: str, suffixes: Sequence[Sequence[int]], rows: 
         mask[j, p + width - len(suffix):] = 1
     # positions count real tokens: a row's suffix continues its prefix whatever its padding
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]
+    device = _device(model)  # built on the CPU (row by row), moved once
+    ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
     kwargs = {}
     if prefix is not None:
         cache = copy.deepcopy(prefix.cache)

@@ -217,7 +217,7 @@ def time_prefix_cache_with(model, tokenizer, prompts: Sequence[str], max_new_tok
 
 def _hf_generate(model, tokenizer, rows: list[list[int]], max_new_tokens: int, stop: Sequence[str]) -> list[list[int]]:
     """One left-padded batch through HF ``model.generate``: each row's new token ids."""
-    batch = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+    batch = tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(model.device)
     out = model.generate(
         **batch,
         max_new_tokens=max_new_tokens,

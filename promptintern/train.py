@@ -149,7 +149,7 @@ def target_logits(model, batch: dict[str, torch.Tensor],
     if n:
         cache = decoder(input_ids=ids[:1, :n], use_cache=True).past_key_values
         cache.batch_repeat_interleave(ids.shape[0])
-        positions = torch.arange(n, ids.shape[1]).expand(ids.shape[0], -1)
+        positions = torch.arange(n, ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
         hidden = decoder(input_ids=ids[:, n:], attention_mask=mask, past_key_values=cache,
                          position_ids=positions, use_cache=True)[0]
         labels = labels[:, n:]
