@@ -132,7 +132,7 @@ def _variant_record(result: dict, root: Path) -> dict:
         "prompt_form": tuned.get("prompt_form", ""),
         "steps": sum(s["optimizer_steps"] for s in report["stages"]),
         "stages": [{k: s[k] for k in ("stage", "rows", "optimizer_steps", "first_loss", "final_loss",
-                                      "tokens_per_second", "seconds")} for s in report["stages"]],
+                                      "tokens", "tokens_per_second", "seconds") if k in s} for s in report["stages"]],
         "schedule": report["provenance"]["schedule"],
         "compressor": report["provenance"]["compressor"],
         "template_rates": report["provenance"]["template rates achieved"],

@@ -228,7 +228,7 @@ def table_markdown(table: Table, runs: dict[str, dict], significance: dict | Non
     header = (["group", "method", "prompt at inference"] + [c[0] for c in cols] + extra
               + ["input tokens / query", "fewer tokens than template + k-shot", "s / instance",
                  "speed-up vs template + k-shot"] + (["speed-up vs template cached"] if cached else [])
-              + ["gap recovered %", "train steps"])
+              + ["gap recovered %", "train steps", "train tokens"])
     gap_is_noise = bool(full and none and FULL in tested and NONE in tested and abs(full[metric] - none[metric])
                         <= max(tested[FULL]["ci"], tested[NONE]["ci"]))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -261,9 +261,26 @@ def table_markdown(table: Table, runs: dict[str, dict], significance: dict | Non
                         f"{seconds:.3f}",
                         f"{recomputed_seconds(full) / seconds:.2f}x" if full and seconds else ""]
                 row += [f"{cached['seconds_per_instance'] / seconds:.2f}x" if seconds else ""] if cached else []
-                row += ["within noise" if gap_is_noise else _fmt(gap, "{:.0f}"), str(run.get("steps", ""))]
+                row += ["within noise" if gap_is_noise else _fmt(gap, "{:.0f}"), str(run.get("steps", "")),
+                        train_tokens(variant, run)]
                 lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def train_tokens(variant: str, run: dict) -> str:
+    """The tokens a row's training ran over, all stages (records made before the exact count was kept:
+    tokens/s x seconds of each stage, the same number up to rounding); "+ teacher" where the variant
+    also needs a full-prompt fine-tune to distil from, whose tokens are not in the count. The tables
+    hold optimizer steps equal; this column says what that costs."""
+    from promptintern.variants import VARIANTS
+
+    stages = run.get("stages") or []
+    if not stages:
+        return ""
+    total = sum(s["tokens"] if s.get("tokens") is not None else s["tokens_per_second"] * s["seconds"]
+                for s in stages)
+    teacher = (VARIANTS.get(variant, {}).get("train", {}).get("distill") or {}).get("teacher") == "full-prompt-ft"
+    return f"{total / 1000:.1f}k" + (" + teacher" if teacher else "")
 
 
 def _short(text: str, limit: int = 110) -> str:

@@ -408,3 +408,22 @@ def test_published_records_describe_exact_match_as_computed():
         if "EM" in scoring:
             assert "EM: exact match after collapsing runs of whitespace" in scoring, path
     assert "exact string match" not in (docs / "results.md").read_text()
+
+
+def test_the_tables_say_how_many_tokens_each_row_trained_on():
+    """Equal optimizer steps are not equal compute: a templated step trains on far more tokens."""
+    from promptintern.results import train_tokens
+
+    old = {"stages": [{"tokens_per_second": 100.0, "seconds": 76.0}]}  # records before the exact count
+    new = {"stages": [{"tokens": 30_000, "tokens_per_second": 1.0, "seconds": 1.0},
+                      {"tokens": 36_200, "tokens_per_second": 1.0, "seconds": 1.0}]}
+    assert train_tokens("direct-no-template", old) == "7.6k"
+    assert train_tokens("promptintern", new) == "66.2k"  # the exact count wins over tokens/s x seconds
+    assert train_tokens("context-distillation", old) == "7.6k + teacher"
+    assert train_tokens("promptintern", {}) == ""
+    table = Table("t", (("Direct", ("direct-no-template",)),))
+    runs = {"direct-no-template": {"status": "completed", "tuned": _metrics(20.0, 30.0, 0.5), "steps": 48, **old}}
+    lines = table_markdown(table, runs).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = dict(zip(header, [c.strip() for c in lines[2].strip("|").split("|")]))
+    assert row["train steps"] == "48" and row["train tokens"] == "7.6k"
