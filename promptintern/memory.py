@@ -132,16 +132,20 @@ def parameter_counts(model_dir: str | Path, lora: dict | None = None) -> dict[st
 
 def estimate_training(model_dir: str | Path, lora: dict, batch_size: int, seq_len: int,
                       answer_tokens: int | None = None, dtype: str = "fp32", device: str = "cpu",
-                      attention: str = "sdpa") -> MemoryEstimate:
+                      attention: str = "sdpa", shared_prefix: int = 0) -> MemoryEstimate:
     """The memory one training step of a stage needs: ``batch_size`` rows of ``seq_len`` tokens, of
     which ``answer_tokens`` a row are trained on (the LM head runs there only; None: every token).
     ``lora``: r, alpha, dropout, target_modules. ``attention``: ``eager`` keeps the attention
-    probabilities (quadratic in the length); the fused kernels do not."""
+    probabilities (quadratic in the length); the fused kernels do not. ``shared_prefix``: tokens
+    every row starts with that the trainer runs once per batch (``train.share_prompt_prefix``)."""
     config = _config(model_dir)
     counts = parameter_counts(model_dir, lora)
     layers = int(config["num_hidden_layers"])
     a, c = _layer_cost(json.dumps(config, sort_keys=True), dtype, json.dumps(lora, sort_keys=True, default=list))
-    per_sequence = a * seq_len + (c * seq_len**2 if attention == "eager" else 0.0)
+    shared = min(max(0, shared_prefix), seq_len - 1) if batch_size > 1 else 0
+    # the shared prefix's layers run for one row, every row's own suffix for each
+    per_batch = a * (shared + batch_size * (seq_len - shared)) + (c * batch_size * seq_len**2
+                                                                  if attention == "eager" else 0.0)
     vocab = int(config["vocab_size"])
     hidden = int(config["hidden_size"])
     answers = seq_len if answer_tokens is None else answer_tokens
@@ -151,12 +155,13 @@ def estimate_training(model_dir: str | Path, lora: dict, batch_size: int, seq_le
     return MemoryEstimate(
         weights=counts["total"] * DTYPE_BYTES[dtype],
         trainable=counts["trainable"] * 4 * 4,
-        activations=int(layers * batch_size * per_sequence),
+        activations=int(layers * per_batch),
         logits=int(outside),
         overhead=OVERHEAD.get(device.split(":")[0], OVERHEAD["cpu"]),
         detail={"parameters": counts["total"], "lora_parameters": counts["trainable"], "layers": layers,
                 "layer_bytes_per_token": round(a, 1), "layer_bytes_per_token_squared": round(c, 3),
-                "batch_size": batch_size, "seq_len": seq_len, "answer_tokens": answers, "dtype": dtype},
+                "batch_size": batch_size, "seq_len": seq_len, "answer_tokens": answers, "dtype": dtype,
+                "shared_prefix": shared},
     )
 
 

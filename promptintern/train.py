@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -81,23 +82,27 @@ def fit_row(prompt_ids: list[int], target_ids: list[int], max_seq_len: int) -> t
 
 
 def check_memory(model_dir: Path, lora: LoraSettings, batch_size: int, encoded: Sequence[tuple[list[int], list[int]]],
-                 stage: int) -> None:
+                 stage: int, share_prefix: bool = True) -> None:
     """Before the model is loaded: estimate what a step of this stage needs (``promptintern.memory``,
-    for its longest rows) and stop with what to change when the machine does not have it. The
-    estimate ignores the shared-prefix trainer's saving on templated rows: it errs high there."""
+    for its longest rows, with the prompt prefix every row shares run once when ``share_prefix``)
+    and stop with what to change when the machine does not have it."""
     from promptintern.artifacts import ResourceExhausted
     from promptintern.memory import available_memory, estimate_training, shortfall
 
     settings = {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "target_modules": list(lora.target_modules)}
     seq_len = max(len(ids) for ids, _ in encoded)
     answers = max(sum(t != IGNORE_INDEX for t in labels) for _, labels in encoded)
+    shared = 0
+    if share_prefix and len(encoded) > 1:  # the template: what every prompt starts with
+        prompts = [ids[: sum(t == IGNORE_INDEX for t in labels)] for ids, labels in encoded]
+        shared = len(os.path.commonprefix(prompts))
     try:
-        estimate = estimate_training(model_dir, settings, batch_size, seq_len, answers)
+        estimate = estimate_training(model_dir, settings, batch_size, seq_len, answers, shared_prefix=shared)
     except Exception as err:  # an architecture the meta-device probe cannot build: train without the check
         log.warning("stage %d: no memory estimate for %s (%s: %s)", stage, model_dir, type(err).__name__, err)
         return
-    log.info("stage %d: a training step needs %s (batch %d, longest row %d tokens)", stage, estimate.describe(),
-             batch_size, seq_len)
+    log.info("stage %d: a training step needs %s (batch %d, longest row %d tokens, %d shared)", stage,
+             estimate.describe(), batch_size, seq_len, shared)
     problem = shortfall(estimate, available_memory())
     if problem is not None:
         raise ResourceExhausted(f"stage {stage}: {problem}", "memory")
@@ -401,7 +406,7 @@ def train_stage(
         plan = StagePlan(stage=stage, steps=steps, schedule_steps=steps)
     batches = batches_for_steps([len(ids) for ids, _ in encoded], cfg.batch_size, cfg.grad_accum, plan.steps, seed)
     total_steps = plan.steps
-    check_memory(model_dir, lora, cfg.batch_size, encoded, stage)
+    check_memory(model_dir, lora, cfg.batch_size, encoded, stage, cfg.share_prompt_prefix)
 
     model = _lora_model(model_dir, lora, Path(init_adapter) if init_adapter else None, seed)
     model.train()

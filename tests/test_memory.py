@@ -90,3 +90,13 @@ def test_a_stage_that_does_not_fit_says_by_how_much_and_what_to_lower():
     assert "~9.60 GB" in message and "4.00 GB is available" in message
     assert "train.batch_size" in message and "1.75 GB a row" in message and "train.max_seq_len (now 2048" in message
     assert "a smaller model" in shortfall(est, GB)  # the weights alone do not fit
+
+
+def test_a_prefix_the_trainer_runs_once_is_counted_once(tiny_model_dir):
+    """train.share_prompt_prefix runs the template once per batch: its activations count for one row."""
+    plain = estimate_training(tiny_model_dir, LORA, batch_size=4, seq_len=200)
+    shared = estimate_training(tiny_model_dir, LORA, batch_size=4, seq_len=200, shared_prefix=150)
+    assert shared.activations == pytest.approx(plain.activations * (150 + 4 * 50) / (4 * 200), rel=1e-6)
+    assert shared.detail["shared_prefix"] == 150
+    alone = estimate_training(tiny_model_dir, LORA, batch_size=1, seq_len=200, shared_prefix=150)
+    assert alone.detail["shared_prefix"] == 0  # one row shares nothing
