@@ -184,19 +184,11 @@ def sliding_window(model) -> bool:
 
 
 @torch.no_grad()
-def time_prefix_cache(model_dir: str | Path, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 8,
-                      stop: Sequence[str] = (), repeats: int = 1, precision: str = "fp32") -> dict:
-    """The same prompts generated with and without the shared-prefix cache, side by side (the order
-    alternates between repeats; medians): seconds per instance of each, and how many answers agree."""
-    set_torch_threads()
-    return time_prefix_cache_with(with_precision(load_model(model_dir), precision), load_tokenizer(model_dir),
-                                  prompts, max_new_tokens, batch_size, stop, repeats)
-
-
-@torch.no_grad()
 def time_prefix_cache_with(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64, batch_size: int = 8,
                            stop: Sequence[str] = (), repeats: int = 1) -> dict:
-    """``time_prefix_cache`` with a model already in memory (the benchmark box's own)."""
+    """The same prompts generated with and without the shared-prefix cache, side by side, with a
+    model already in memory (the benchmark box's own; the order alternates between repeats;
+    medians): seconds per instance of each, and how many answers agree."""
     seconds: dict[bool, list[float]] = {True: [], False: []}
     texts: dict[bool, list[str]] = {}
     prefix_tokens = 0

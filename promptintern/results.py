@@ -32,6 +32,11 @@ class Table:
     groups: tuple[tuple[str, tuple[str, ...]], ...]
     note: str = ""
 
+    @property
+    def variants(self) -> list[str]:
+        """The variants the table shows, in its order."""
+        return [v for _, group in self.groups for v in group]
+
 
 @dataclass(frozen=True)
 class Part:
@@ -48,7 +53,7 @@ class Part:
     @property
     def variants(self) -> list[str]:
         """Every variant once; PromptIntern and the two ends of the gap first (the headline numbers)."""
-        names = [v for t in self.tables for _, group in t.groups for v in group] + list(self.extra)
+        names = [v for t in self.tables for v in t.variants] + list(self.extra)
         first = [v for v in ("promptintern", FULL, NONE) if v in names]
         return list(dict.fromkeys(first + names))
 
@@ -211,14 +216,14 @@ def table_markdown(table: Table, runs: dict[str, dict], significance: dict | Non
     ``promptintern.significance.paired_bootstrap`` returned for these runs (adds the 95% interval and
     the p-value against its baseline, and hides a gap recovered that is within the noise)."""
     metric = next((r["tuned"]["metric"] for r in runs.values() if r.get("tuned")), "bleu")
-    shown = [v for _, group in table.groups for v in group]
+    shown = table.variants
     # a column no row of the table measured (records made before it existed) is left out
     cols = [c for c in (*METRIC_COLUMNS.get(metric, METRIC_COLUMNS["exact_match"]), *columns)
             if c[1] == metric or any(runs.get(v, {}).get("tuned", {}).get(c[1]) is not None for v in shown)]
     full, none = (runs.get(v, {}).get("tuned") for v in (FULL, NONE))
     tested = (significance or {}).get("systems", {})
     extra = ["± 95% CI", f"p vs {significance['baseline']}"] if significance else []
-    seeded = any(runs.get(v, {}).get("seed_runs") for _, group in table.groups for v in group)
+    seeded = any(runs.get(v, {}).get("seed_runs") for v in shown)
     if seeded:
         baseline = (significance or {}).get("baseline", "the baseline")
         extra += [f"{cols[0][0]} per train seed ({main_seed} first)", "mean ± sd", f"p vs {baseline}, other seeds"]
@@ -313,9 +318,8 @@ def render_part(part: Part, record: dict) -> str:
                 table_markdown(table, runs, significance, record.get("seed_significance"), columns=part.columns), ""]
         if table.note:
             out += [table.note, ""]
-        shown = [v for _, group in table.groups for v in group]
         full = (runs.get(FULL) or {}).get("tuned")
-        if FULL in shown and full and not full.get("template_cached"):
+        if FULL in table.variants and full and not full.get("template_cached"):
             out += [f"No \"{FULL}{CACHED}\" row: this record predates the benchmark box timing the full prompt with "
                     "its template in a prompt cache (commit 5ce12ff); the next run of the part adds it.", ""]
     for base in (record.get("base_full_prompt"), record.get("base_query_only")):
