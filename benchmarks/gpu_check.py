@@ -15,11 +15,14 @@ Checks, in order (each a row of the table and a key of the JSON line):
    continuous batching against HF ``generate``, on the device (same answers required).
 4. ``memory``: the training memory estimate of a Llama-7B-shaped stage (LoRA r 32, batch 1, 1,024
    tokens, bf16) against this device's free memory, and the estimate's time.
-5. ``flow``: the tiny preset's flow end to end on the example task (CPU boxes: the boxes do not take
-   a device yet), its wall time.
+5. ``flow``: the tiny preset's flow end to end on the example task, every box on the resolved device
+   (``hardware.device: auto``), its wall time.
 6. GPU only (skipped with a line on a CPU): ``train_7b``: a LoRA stage's step on the 7B-shaped model
-   in bf16, tokens/s and model FLOP utilisation beside HF ``Trainer`` on the same batches;
-   ``generate_7b``: batched greedy decoding tokens/s; peak memory of each.
+   in bf16, tokens/s and model FLOP utilisation beside HF's own loss path (``model(**batch).loss``,
+   what ``Trainer`` calls) on the same batches, peak memory against ``promptintern.memory``'s
+   estimate, and the same with gradient checkpointing; ``generate_7b``: batched greedy decoding
+   tokens/s; ``qlora`` (with bitsandbytes installed): a tiny stage on a 4-bit base, merged into the
+   de-quantized base, checked against base + adapter.
 
     bash scripts/gpu_check.sh              # all of it
     python benchmarks/gpu_check.py --skip-flow --out /tmp/gpu_check.json
@@ -137,12 +140,28 @@ def flow_check() -> dict:
                               "examples/unit-conversion/task.yaml", "--artifact-root", tmp],
                              cwd=ROOT, capture_output=True, text=True, timeout=600)
         seconds = time.perf_counter() - t0
-    return {"wall_s": round(seconds, 1), "ok": run.returncode == 0, "device": "cpu (the boxes do not take a device yet)",
+    return {"wall_s": round(seconds, 1), "ok": run.returncode == 0, "device": resolve("auto", "auto").device,
             **({} if run.returncode == 0 else {"error": (run.stderr or run.stdout)[-800:]})}
 
 
 def train_7b_check(hw, steps: int = 4, batch: int = 4, length: int = 512) -> dict:
-    """A LoRA stage's steps on the 7B-shaped model, ours (target_logits) vs HF Trainer's loss path."""
+    """A LoRA stage's steps on the 7B-shaped model, ours (target_logits) vs HF's loss path; then ours
+    with gradient checkpointing; peak memory of each against the estimate."""
+    from promptintern.memory import estimate_training
+
+    results = {}
+    for checkpointing in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.json").write_text(json.dumps(LLAMA_7B))
+            est = estimate_training(tmp, LORA, batch_size=batch, seq_len=length, answer_tokens=64, dtype=hw.dtype,
+                                    device=hw.kind, attention=hw.attention(), gradient_checkpointing=checkpointing)
+        run = _train_7b(hw, steps, batch, length, checkpointing)
+        run["estimate_gb"] = round(est.total / 2**30, 1)
+        results["checkpointed" if checkpointing else "plain"] = run
+    return results
+
+
+def _train_7b(hw, steps: int, batch: int, length: int, checkpointing: bool) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -152,6 +171,8 @@ def train_7b_check(hw, steps: int = 4, batch: int = 4, length: int = 512) -> dic
     torch.cuda.reset_peak_memory_stats()
     with torch.device(hw.device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=hw.torch_dtype, attn_implementation=hw.attention())
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                              target_modules=LORA["target_modules"], task_type="CAUSAL_LM"))
     model.train()
@@ -162,7 +183,7 @@ def train_7b_check(hw, steps: int = 4, batch: int = 4, length: int = 512) -> dic
     labels[:, : length - 64] = -100  # 64 answer tokens a row, as a task's rows have
     batch_ = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     results = {}
-    for side in ("ours", "hf"):
+    for side in ("ours",) if checkpointing else ("ours", "hf"):
         times = []
         for step in range(steps + 1):
             torch.cuda.synchronize()
@@ -181,7 +202,8 @@ def train_7b_check(hw, steps: int = 4, batch: int = 4, length: int = 512) -> dic
         results[side] = {"tokens_s": round(tokens_s, 1),
                          "mfu": round(tokens_s * flops_per_token / (peak * 1e12), 3) if peak else None}
     results["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
-    results["speedup_vs_hf"] = round(results["ours"]["tokens_s"] / results["hf"]["tokens_s"], 2)
+    if "hf" in results:
+        results["speedup_vs_hf"] = round(results["ours"]["tokens_s"] / results["hf"]["tokens_s"], 2)
     del model, optimizer
     torch.cuda.empty_cache()
     return results
@@ -206,6 +228,33 @@ def generate_7b_check(hw, batch: int = 16, prompt: int = 256, new: int = 64) -> 
             "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
 
 
+def qlora_check(model_dir: Path, hw) -> dict:
+    """A tiny stage on a 4-bit base (bitsandbytes), merged into the de-quantized base."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return {"skipped": "bitsandbytes is not installed (pip install -e '.[gpu]')"}
+    from promptintern.config import LoraSettings, TrainSettings
+    from promptintern.datasets import Example, get_task
+    from promptintern.merge import merge_adapter
+    from promptintern.models import load_tokenizer
+    from promptintern.schedule import StageSpec
+    from promptintern.shards import write_shard
+    from promptintern.train import train_stage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rows = [Example(id=str(i), query=f"list files {i}", target=f"ls -la d{i}") for i in range(8)]
+        write_shard(tmp / "shard.parquet", rows, rows, None, StageSpec(stage=1, tau=1.0, k=0), "Bash.",
+                    get_task("nl2bash").format, load_tokenizer(model_dir))
+        cfg = TrainSettings(epochs_per_stage=2, batch_size=4, lr=1e-2, quantize_base="4bit")
+        report = train_stage(model_dir, tmp / "shard.parquet", tmp / "stage", LoraSettings(r=4, alpha=8),
+                             cfg, stage=1, hardware=hw)
+        check = merge_adapter(model_dir, tmp / "stage" / "adapter", tmp / "merged", hardware=hw, quantized=True)
+    return {"loss": [round(report.first_loss, 3), round(report.final_loss, 3)], **check,
+            "ok": check["max_abs_logit_diff"] <= check["atol"]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-flow", action="store_true", help="leave out the tiny flow end to end (the slow part on a CPU)")
@@ -225,18 +274,19 @@ def main() -> int:
     gpu_skip = {"skipped": "no CUDA GPU here: not yet measured on a GPU"}
     result["train_7b"] = train_7b_check(hw) if hw.kind == "cuda" else gpu_skip
     result["generate_7b"] = generate_7b_check(hw) if hw.kind == "cuda" else gpu_skip
+    result["qlora"] = qlora_check(model_dir, hw) if hw.kind == "cuda" else gpu_skip
     result["wall_s"] = round(time.perf_counter() - started, 1)
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)
     line = json.dumps(result)
     print(line)
     if args.out:
         args.out.write_text(line + "\n")
-    for key in ("shared_prefix", "prefix_cache", "memory", "flow", "train_7b", "generate_7b"):
+    for key in ("shared_prefix", "prefix_cache", "memory", "flow", "train_7b", "generate_7b", "qlora"):
         value = result[key]
         text = value["skipped"] if "skipped" in value else ", ".join(f"{k} {v}" for k, v in value.items())
         print(f"{key:<14} {text}")
     print(f"device         {result['device']['resolved']}; {result['wall_s']} s in all")
-    failed = [k for k in ("shared_prefix", "prefix_cache", "flow") if result[k].get("ok") is False]
+    failed = [k for k in ("shared_prefix", "prefix_cache", "flow", "qlora") if result[k].get("ok") is False]
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

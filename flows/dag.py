@@ -99,7 +99,7 @@ def artifact_slug(text: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-") or "run"
 
 
-def _teacher(opts: dict, root: str, model: str, full_shard: str, cfg: RunConfig, budget: int,
+def _teacher(opts: dict, root: str, model: str, full_shard: str, cfg: RunConfig, budget: int, hw: dict,
              stage1: str | None = None) -> str:
     """The teacher-logits folder of ``train.distill.teacher``: the untuned model, the stage-1 adapter,
     or a model fine-tuned on the full prompt for the run's budget (the direct-template-kshot model
@@ -107,23 +107,26 @@ def _teacher(opts: dict, root: str, model: str, full_shard: str, cfg: RunConfig,
     adapter = stage1
     if cfg.train.distill.teacher == "full-prompt-ft":
         adapter = train_stage_task.with_options(**opts)(root, model, full_shard, None, cfg.lora,
-                                                        direct_train_settings(cfg.train), single_stage_plan(budget))
+                                                        direct_train_settings(cfg.train), single_stage_plan(budget),
+                                                        hardware=hw)
     distill = cfg.train.distill
     return teacher_logits_task.with_options(**opts)(root, model, adapter, full_shard, distill.top_k,
-                                                    cfg.train.max_seq_len, distill.temperature)
+                                                    cfg.train.max_seq_len, distill.temperature, hardware=hw)
 
 
 def _direct_baseline(opts: dict, root: str, model: str, dataset: str, cfg: RunConfig, steps: int,
-                     scoring, chat: str) -> tuple[str, str]:
+                     scoring, chat: str, hw: dict) -> tuple[str, str]:
     """The honest comparison: plain fine-tuning on the query alone for ``steps`` optimizer steps (as
     many as the run took), the same recipe otherwise; its training folder and its benchmark."""
     spec = StageSpec(stage=1, tau=0.0, k=0)
     shard = shard_task.with_options(**opts)(root, dataset, None, None, spec, model, chat)
     adapter = train_stage_task.with_options(**opts)(root, model, shard, None, cfg.lora,
-                                                    direct_train_settings(cfg.train), single_stage_plan(steps))
-    merged = merge_task.with_options(**opts)(root, model, adapter)
+                                                    direct_train_settings(cfg.train), single_stage_plan(steps),
+                                                    hardware=hw)
+    merged = merge_task.with_options(**opts)(root, model, adapter, hardware=hw,
+                                             quantized=cfg.train.quantize_base is not None)
     return adapter, benchmark_task.with_options(**opts)(root, merged, dataset, None, None, 0, scoring,
-                                                        "direct-no-template", chat)
+                                                        "direct-no-template", chat, hardware=hw)
 
 
 @task(name="report")
@@ -178,6 +181,8 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
     # a bad row fails in seconds, before a model is converted.
     data_dir = in_repo(cfg.data_dir)
     data_digest = dataset_digest(data_dir, cfg.dataset)
+    hardware = cfg.hardware.resolve()  # a GPU asked for and missing fails here, naming the setting
+    hw = {"device": hardware.device, "dtype": hardware.dtype}
     model_print = model_fingerprint(cfg.model)
     separate_compressor = bool(cfg.compression.model) and cfg.compression.model != cfg.model
     compressor_print = model_fingerprint(cfg.compression.model) if separate_compressor else None
@@ -196,7 +201,8 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
     taus = {s.tau for s in stages} | ({1.0} if full_prompt else set())
     futures = {
         tau: compress_template_task.with_options(**opts).submit(
-            root, dataset, tau, cfg.compression if tau < 1.0 else VERBATIM, compressor)
+            root, dataset, tau, cfg.compression if tau < 1.0 else VERBATIM, compressor,
+            hardware=hw if tau < 1.0 else None)  # a verbatim template runs no model
         for tau in sorted(taus, reverse=True) if tau > 0.0
     }
     k_max = max([s.k for s in stages] + [cfg.schedule.k0 if full_prompt else 0])
@@ -230,7 +236,7 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
         full_shard = shard_task.with_options(**opts)(root, dataset, templates[1.0], bank if full_spec.k else None,
                                                      full_spec, model, chat)
         if cfg.train.distill.teacher != "stage1":
-            teacher = _teacher(opts, root, model, full_shard, cfg, budget)
+            teacher = _teacher(opts, root, model, full_shard, cfg, budget, hw)
     # adaptive stage lengths: a stage ends when the next stage's form stops improving on the probe
     # rows (dev rows in that form, one shard per later stage); the budget stays the plans' sum
     probes = {s.stage - 1: shard_task.with_options(**opts).submit(
@@ -248,12 +254,13 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
         if teacher is not None and (plan.stage == len(stages) or cfg.schedule.replay):
             extra |= dict(teacher_dir=teacher, distill_form=(inference.tau, inference.k))
         adapter = train_stage_task.with_options(**opts)(root, model, shard.result(), adapter, cfg.lora, recipe, plan,
-                                                        **extra)
+                                                        **extra, hardware=hw)
         used += stage_steps(Path(root) / adapter)
         stage_dirs.append(adapter)
         if cfg.train.distill is not None and teacher is None:  # the stage-1 adapter teaches the stages after it
-            teacher = _teacher(opts, root, model, full_shard, cfg, budget, stage1=adapter)
-    merged = merge_task.with_options(**opts)(root, model, adapter)
+            teacher = _teacher(opts, root, model, full_shard, cfg, budget, hw, stage1=adapter)
+    merged = merge_task.with_options(**opts)(root, model, adapter, hardware=hw,
+                                             quantized=cfg.train.quantize_base is not None)
     serving = serving_task.with_options(**opts)(root, merged, dataset, templates[inference.tau], inference.k,
                                                 cfg.eval.max_new_tokens, chat)
 
@@ -264,17 +271,18 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
                                           "baseline_query_only": True})
     evals = {"promptintern": benchmark_task.with_options(**opts)(
         root, merged, dataset, templates[inference.tau], bank if inference.k else None, inference.k,
-        scoring, "promptintern", chat)}
+        scoring, "promptintern", chat, hardware=hw)}
     baseline_dirs: dict[str, str] = {}
     if cfg.eval.baseline_direct and not is_direct_no_template(cfg):
         baseline_dirs["direct-no-template"], evals["direct-no-template"] = _direct_baseline(
-            opts, root, model, dataset, cfg, used, scoring, chat)
+            opts, root, model, dataset, cfg, used, scoring, chat, hw)
     if cfg.eval.baseline_full_prompt:
         evals["base-full-prompt"] = benchmark_task.with_options(**opts)(
-            root, model, dataset, templates[1.0], bank, cfg.schedule.k0, scoring, "base-full-prompt", chat)
+            root, model, dataset, templates[1.0], bank, cfg.schedule.k0, scoring, "base-full-prompt", chat,
+            hardware=hw)
     if cfg.eval.baseline_query_only:
         evals["base-query-only"] = benchmark_task.with_options(**opts)(
-            root, model, dataset, None, None, 0, scoring, "base-query-only", chat)
+            root, model, dataset, None, None, 0, scoring, "base-query-only", chat, hardware=hw)
     result = report_task(root, cfg, evals, stage_dirs, {t: r for t, r in templates.items() if r}, variant,
                          baseline_dirs)
     return {**result, "serving_dir": str(Path(root) / serving)}

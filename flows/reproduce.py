@@ -95,8 +95,20 @@ def _machine() -> str:
 def config_digest(cfg: RunConfig) -> str:
     """What decides a variant's numbers: its resolved config (less where the data lives) and the
     content of its dataset. Equal digests: ``--resume`` may keep a row instead of recomputing it."""
-    settings = _without_none(cfg.model_dump(mode="json", exclude={"data_dir"}))
+    settings = _without_none(cfg.model_dump(mode="json", exclude={"data_dir", "hardware"}))
+    # the hardware by what changes numbers (device kind, dtype: nothing for the CPU in fp32, the
+    # records made before the setting existed), and generation's precision as it resolves
+    hardware = cfg.hardware.resolve()
+    settings["eval"]["precision"] = cfg.eval.precision or hardware.dtype
+    settings.update(hardware.key_material())
+    for key in FP_ORDER_ONLY:  # same numbers up to floating-point order: not a different row
+        settings["train"].pop(key, None)
     return stable_hash({"config": settings, "data": dataset_digest(in_repo(cfg.data_dir), cfg.dataset)})
+
+
+# Train settings that change how a step is computed, not what it computes (gradient checkpointing
+# recomputes the same activations; data-parallel processes sum the same gradients in another order).
+FP_ORDER_ONLY = ("gradient_checkpointing", "processes")
 
 
 def _without_none(tree: Any) -> Any:
@@ -165,6 +177,19 @@ def _draw_plot(part: Part, record: dict, doc_path: Path) -> str:
     return os.path.relpath(plot, doc_path.parent)
 
 
+def variant_config(spec: Part, variant: str, preset: str = PRESET,
+                   overrides: dict[str, Any] | None = None) -> tuple[dict, RunConfig]:
+    """A variant of a part as the part runs it: its settings and its resolved config
+    (``VariantUnavailable`` where it cannot run here). The part's own rows are the baselines: a
+    run's equal-steps direct baseline is the part's direct-no-template row, and only PromptIntern's
+    run benchmarks the untuned model."""
+    first = variant == "promptintern"
+    mine = _merge(_merge({"dataset": spec.dataset, "eval": {
+        "baseline_full_prompt": first, "baseline_direct": False, "baseline_query_only": first}}, spec.settings),
+        overrides or {})
+    return mine, resolve_config(preset, mine, None, variant)
+
+
 @flow(name="promptintern-reproduce", log_prints=True)
 def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, Any] | None = None,
               artifact_root: str = "artifacts", doc: str | None = None, resume: bool = False,
@@ -186,14 +211,8 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
     runs: dict[str, dict] = {}
     configs: dict[str, tuple[dict, RunConfig]] = {}
     for variant in spec.variants:  # what cannot run is known (and shown) before anything runs
-        # the part's own rows are the baselines: a run's equal-steps direct baseline is the part's
-        # direct-no-template row, and only PromptIntern's run benchmarks the untuned model
-        first = variant == "promptintern"
-        mine = _merge(_merge({"dataset": spec.dataset, "eval": {
-            "baseline_full_prompt": first, "baseline_direct": False, "baseline_query_only": first}}, spec.settings),
-            overrides or {})
         try:
-            configs[variant] = mine, resolve_config(preset, mine, None, variant)
+            configs[variant] = variant_config(spec, variant, preset, overrides)
             runs[variant] = {"status": "pending"}
         except VariantUnavailable as exc:
             logger.warning("skipping %s: %s", variant, exc)

@@ -195,14 +195,14 @@ class _LegacyCacheLM:
         return getattr(self.model, name)
 
 
-def _compressor(model_dir: str):
+def _compressor(model_dir: str, hardware=None):
     """LLMLingua's and LongLLMLingua's PromptCompressor: they differ only in ``compress_prompt``'s
     options, so they share it."""
-    return cached_compressor(model_dir, lambda: _load_compressor(model_dir))
+    return cached_compressor((model_dir, hardware), lambda: _load_compressor(model_dir, hardware))
 
 
-def _load_compressor(model_dir: str):
-    compressor = offline_prompt_compressor(model_dir)
+def _load_compressor(model_dir: str, hardware=None):
+    compressor = offline_prompt_compressor(model_dir, hardware)
     compressor.model = _LegacyCacheLM(compressor.model)
     return compressor
 
@@ -265,10 +265,10 @@ def _window(compressor, texts: list[str], question: str | None) -> int:
 
 
 def _run_llmlingua(docs: list[list[Segment]], rate: float, method: str, model_dir: str,
-                   question: str, tokens_before: int) -> str:
+                   question: str, tokens_before: int, hardware=None) -> str:
     import torch
 
-    compressor, lock = _compressor(model_dir)
+    compressor, lock = _compressor(model_dir, hardware)
     with lock, torch.no_grad():
         if method == "llmlingua":  # one prompt: the sections and their "\n\n" joints as one context
             docs, options = [one_prompt(docs)], {"rank_method": "llmlingua"}
@@ -315,6 +315,7 @@ def compress_template(
     api_model: str | None = None,
     api_key_env: str = "OPENAI_API_KEY",
     api_timeout_s: float = 120.0,
+    hardware=None,
 ) -> CompressedTemplate:
     """Compress ``template`` (a str, a ``Template`` or its sections) to about ``rate`` of its tokens.
 
@@ -324,7 +325,8 @@ def compress_template(
     (default: ``DEFAULT_QUESTION``); the other methods ignore it. ``endpoint`` (a base URL such as
     http://host:8000/v1), ``api_model``, ``api_key_env`` (the *name* of the variable holding the key)
     and ``api_timeout_s`` configure the ``"api"`` method. ``rate`` 0 gives "" whatever the method.
-    Deterministic for every local method; ``"api"`` asks at temperature 0.
+    Deterministic for every local method; ``"api"`` asks at temperature 0. ``hardware`` (a
+    ``promptintern.device.Hardware``; None: the CPU in fp32): where the local methods run their model.
     """
     if method not in METHODS:
         raise ValueError(f"compressor={method!r}: unknown compression method; use one of {METHODS}")
@@ -351,15 +353,15 @@ def compress_template(
         text = original
     else:
         if method in ("llmlingua", "longllmlingua"):
-            text = _run_llmlingua(docs, float(rate), method, model_dir, question, before)
+            text = _run_llmlingua(docs, float(rate), method, model_dir, question, before, hardware)
         elif method == "llmlingua2":
             from promptintern.compress_llmlingua2 import compress_llmlingua2
 
-            text = compress_llmlingua2(one_prompt(docs), float(rate), model_dir)
+            text = compress_llmlingua2(one_prompt(docs), float(rate), model_dir, hardware)
         elif method == "selective-context":
             from promptintern.compress_selective_context import compress_selective_context
 
-            text = compress_selective_context(one_prompt(docs), float(rate), model_dir)
+            text = compress_selective_context(one_prompt(docs), float(rate), model_dir, hardware)
         else:
             from promptintern.compress_api import compress_via_api
 

@@ -45,9 +45,10 @@ class _TokenCounter:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
 
-def offline_prompt_compressor(model_dir: str, **options):
+def offline_prompt_compressor(model_dir: str, hardware=None, **options):
     """llmlingua's ``PromptCompressor`` on a local folder, without its tiktoken download (fix 1 of
-    ``promptintern.compress``'s docstring)."""
+    ``promptintern.compress``'s docstring), on ``hardware`` (a ``promptintern.device.Hardware``; None:
+    the CPU in fp32)."""
     from types import SimpleNamespace
     from unittest import mock
 
@@ -57,7 +58,10 @@ def offline_prompt_compressor(model_dir: str, **options):
     # llmlingua's own module-level reference to tiktoken is swapped for the duration of __init__ only
     offline_tiktoken = SimpleNamespace(encoding_for_model=lambda _model_name: counter)
     with mock.patch.object(upstream, "tiktoken", offline_tiktoken):
-        compressor = upstream.PromptCompressor(model_name=model_dir, device_map="cpu", **options)
+        if hardware is not None and hardware.kind != "cpu":
+            options["model_config"] = {**options.get("model_config", {}), "dtype": hardware.torch_dtype}
+        compressor = upstream.PromptCompressor(model_name=model_dir, device_map=hardware.device if hardware else "cpu",
+                                               **options)
     counter.tokenizer = compressor.tokenizer
     compressor.model.eval()
     return compressor

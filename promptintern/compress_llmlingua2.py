@@ -65,7 +65,7 @@ def classifier_error(model_dir) -> str:
     return f"{got}. {CLASSIFIER_HINT}"
 
 
-def compress_llmlingua2(segments: list[Segment], rate: float, model_dir: str) -> str:
+def compress_llmlingua2(segments: list[Segment], rate: float, model_dir: str, hardware=None) -> str:
     """``segments`` with every compressible one compressed to about ``rate`` by the classifier in
     ``model_dir``, the protected ones verbatim (module docstring)."""
     import torch
@@ -73,7 +73,7 @@ def compress_llmlingua2(segments: list[Segment], rate: float, model_dir: str) ->
     parts = [_split_edges(s.text) if s.compress and s.text.strip() else None for s in segments]
     cores = [core for _, core, _ in filter(None, parts)]
     with _rng_states_restored():
-        compressor, lock = cached_compressor(("llmlingua2", model_dir), lambda: _load(model_dir))
+        compressor, lock = cached_compressor(("llmlingua2", model_dir, hardware), lambda: _load(model_dir, hardware))
         with lock, torch.no_grad():
             result = compressor.compress_prompt_llmlingua2(
                 cores,
@@ -97,8 +97,8 @@ def _split_edges(text: str) -> tuple[str, str, str]:
     return match.group(1), match.group(2), match.group(3)
 
 
-def _load(model_dir: str):
-    compressor = offline_prompt_compressor(model_dir, use_llmlingua2=True)
+def _load(model_dir: str, hardware=None):
+    compressor = offline_prompt_compressor(model_dir, hardware, use_llmlingua2=True)
     compressor.model_name = _word_piece_family(compressor.tokenizer, model_dir)
     return compressor
 

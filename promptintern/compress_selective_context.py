@@ -54,12 +54,12 @@ class _Unit:
     self_information: float = 0.0
 
 
-def compress_selective_context(segments: list[Segment], rate: float, model_dir: str) -> str:
+def compress_selective_context(segments: list[Segment], rate: float, model_dir: str, hardware=None) -> str:
     """``segments`` with the compressible units of least self-information dropped until about
     ``rate`` of their tokens remain; protected segments verbatim (module docstring)."""
     text = "".join(s.text for s in segments)
     units, fixed = _units(segments)
-    offsets, info = self_information(text, model_dir)
+    offsets, info = self_information(text, model_dir, hardware)
     owner = _owner_of_each_char(units, len(text))
     for (start, end), value in zip(offsets, info):
         unit = owner[end - 1] if end > start else None  # a token belongs to the unit of its last char
@@ -111,11 +111,12 @@ def _owner_of_each_char(units: list[_Unit], length: int) -> list[_Unit | None]:
     return owner
 
 
-def self_information(text: str, model_dir: str) -> tuple[list[tuple[int, int]], list[float]]:
+def self_information(text: str, model_dir: str, hardware=None) -> tuple[list[tuple[int, int]], list[float]]:
     """Every token of ``text`` as its character span and ``-log p(token | prefix)`` in nats."""
     import torch
 
-    (model, tokenizer), lock = cached_compressor(("selective-context", model_dir), lambda: _load(model_dir))
+    (model, tokenizer), lock = cached_compressor(("selective-context", model_dir, hardware),
+                                         lambda: _load(model_dir, hardware))
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoded.input_ids, [tuple(span) for span in encoded.offset_mapping]
     start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -125,15 +126,15 @@ def self_information(text: str, model_dir: str) -> tuple[list[tuple[int, int]], 
         for begin in range(0, len(ids), window):
             chunk = ids[begin:begin + window]
             prefix = [start_id] if start_id is not None else []
-            logits = model(torch.tensor([prefix + chunk])).logits[0].float()
+            logits = model(torch.tensor([prefix + chunk], device=model.device)).logits[0].float().cpu()
             log_probs = torch.log_softmax(logits[:-1], dim=-1)
             scored = log_probs.gather(1, torch.tensor(prefix + chunk)[1:, None])[:, 0]
             info += ([] if prefix else [math.inf]) + (-scored).tolist()
     return offsets, info
 
 
-def _load(model_dir: str):
+def _load(model_dir: str, hardware=None):
     from promptintern.models import load_model
     from transformers import AutoTokenizer
 
-    return load_model(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    return load_model(model_dir, hardware), AutoTokenizer.from_pretrained(model_dir)

@@ -18,6 +18,11 @@ Presets (sizes chosen for 2 CPU cores unless stated):
                stages), the first 300 test rows (NL2Bash) / all 500 test tasks (MBPP): hours on 2 cores.
 * ``paper``    the paper's settings (rank 32, k 10-5-0, every training row, the full test split):
                for a GPU.
+* ``gpu-1b``   one GPU, a 1-2B model (SmolLM2-1.7B-Instruct; Qwen2.5-1.5B class): the paper's
+               recipe (NL2Bash: 12 epochs, batch 128; MBPP: 6 epochs, batch 16; rank 32, k 10-5-0).
+* ``gpu-7b``   the paper's run: Llama-2-7B, the same recipe, gradient checkpointing on
+               (``--preset gpu-7b --model <folder or hub id>`` for another 7B; ``train.quantize_base=4bit``
+               where bf16 weights do not fit).
 """
 
 from __future__ import annotations
@@ -134,6 +139,32 @@ class RetrievalConfig(_Strict):
     bank_fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of training rows in the pool")
 
 
+class HardwareSettings(_Strict):
+    """Where the boxes that run a model (train, teacher, merge, benchmark, the compressors) run it, in
+    which number format (``promptintern.device``). ``auto``/``auto``: a CUDA GPU in bf16 (fp16 with loss
+    scaling where it lacks bf16) when torch sees one, else the CPU in fp32. Cache keys and ``--resume``
+    digests hold the device kind and dtype, never which GPU."""
+
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:<index>")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="the weights' format: auto (bf16 / fp16 on a GPU, fp32 on the CPU), fp32, bf16, fp16; "
+                            "LoRA weights and optimizer state stay fp32, the forward runs under autocast")
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"hardware.device={value!r}: allowed auto, cpu, cuda, cuda:<index>")
+        return value
+
+    def resolve(self):
+        """The ``promptintern.device.Hardware`` these settings mean on this machine (``DeviceError``
+        naming the setting when it cannot honour them)."""
+        from promptintern.device import resolve
+
+        return resolve(self.device, self.dtype)
+
+
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -207,6 +238,18 @@ class TrainSettings(_Strict):
     adaptive: AdaptiveSettings | None = Field(
         None, description="adaptive stage lengths: a stage ends when the next stage's form stops improving on "
                           "dev rows; None: fixed lengths (stage_weights / epochs)")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each decoder layer's activations in the backward pass instead of keeping "
+                           "them: activation memory falls from every layer's to one layer's, a step costs ~1.3x; "
+                           "same loss and gradients")
+    quantize_base: Literal["4bit"] | None = Field(
+        None, description="4bit: the frozen base in NF4 through bitsandbytes (QLoRA; CUDA and the gpu extra), "
+                          "for models whose bf16 weights do not fit; the merge folds the adapter into the "
+                          "de-quantized base. None: the base in hardware.dtype")
+    processes: int = Field(
+        1, ge=1, description="data-parallel training of a stage: this many processes (one per GPU, or gloo on "
+                             "the CPU) started by torchrun, each a slice of every batch, gradients summed; the "
+                             "same adapter as one process up to floating-point order")
     share_prompt_prefix: bool = Field(
         True, description="run the token prefix a batch's rows share (the template) once per batch; "
                           "same loss and gradients, ~2x faster on stage-1 prompts (benchmarks/bench_train.py)")
@@ -241,9 +284,10 @@ class EvalSettings(_Strict):
     prefix_cache: bool = Field(
         True, description="prefill the token prefix every prompt shares (the template) once and reuse it, as "
                           "serving stacks do (same answers; promptintern.decode)")
-    precision: Literal["fp32", "bf16", "int8-dynamic"] = Field(
-        "fp32", description="the weights' format for generation: bf16 or int8-dynamic Linear layers are faster on a "
-                            "CPU and change answers (benchmarks/bench_quantize.py measures by how much)")
+    precision: Literal["fp32", "bf16", "fp16", "int8-dynamic"] | None = Field(
+        None, description="the weights' format for generation; None: hardware.dtype (fp32 on the CPU). On a CPU, "
+                          "bf16 or int8-dynamic Linear layers are faster and change answers "
+                          "(benchmarks/bench_quantize.py measures by how much)")
     cache_timing_rows: int = Field(
         16, ge=0, description="for prompts with a template: time this many test rows with and without the prefix "
                               "cache, side by side, for the report's 'template cached' row (0: not measured)")
@@ -263,6 +307,7 @@ class RunConfig(_Strict):
     lora: LoraSettings = LoraSettings()
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
+    hardware: HardwareSettings = HardwareSettings()
     seed: int = Field(0, description="seed for subsetting and the bank pool")
     chat: Literal["auto", "on", "off"] | None = Field(
         None, description="prompts through the model's chat template (system = template, user = examples + "
@@ -319,6 +364,19 @@ class RunConfig(_Strict):
         if distill is not None and distill.teacher == "stage1" and self.schedule.num_stages < 2:
             raise ValueError("train.distill.teacher='stage1' teaches the stages after stage 1, and "
                              f"schedule.num_stages={self.schedule.num_stages}: use teacher base or full-prompt-ft")
+        return self
+
+    @model_validator(mode="after")
+    def _hardware_settings_agree(self) -> RunConfig:
+        train = self.train
+        if train.processes > 1 and train.adaptive is not None:
+            raise ValueError(f"train.processes={train.processes} with train.adaptive: the dev probe runs in one "
+                             f"process; set train.processes=1 for adaptive stage lengths")
+        if train.quantize_base is not None and self.hardware.device == "cpu":
+            raise ValueError("train.quantize_base='4bit' needs a CUDA GPU (bitsandbytes); hardware.device='cpu': "
+                             "set hardware.device=cuda (or auto), or train.quantize_base=null")
+        if self.eval.precision == "fp16" and self.hardware.device == "cpu":
+            raise ValueError("eval.precision='fp16' on the CPU (hardware.device='cpu'): use fp32, bf16 or int8-dynamic")
         return self
 
     @model_validator(mode="after")
@@ -387,6 +445,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The paper's appendix: LoRA rank 32 on NL2Bash for 12 epochs at batch 128, on MBPP for 6 epochs at
+# batch 16 (k 10-5-0 / 5-2-0), split over three stages (4 and 2 epochs a stage).
+_GPU_RECIPE = {
+    "schedule": {"num_stages": 3, "k0": 10},
+    "lora": {"r": 32, "alpha": 64, "target_modules": ALL_LINEAR},
+    "train": {"total_epochs": 12.0, "lr": 2e-4, "checkpoint_every": 50},
+    "eval": {"max_new_tokens": 64, "batch_size": 32},
+    "hardware": {"device": "auto", "dtype": "auto"},
+}
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
@@ -397,10 +466,27 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+PRESETS["gpu-1b"] = _merge(_GPU_RECIPE, {
+    "model": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+    # 16 rows a step x 8 accumulated = the paper's 128; SmolLM2's context is 8,192
+    "train": {"batch_size": 16, "grad_accum": 8, "max_seq_len": 4096},
+})
+PRESETS["gpu-7b"] = _merge(_GPU_RECIPE, {
+    "model": "meta-llama/Llama-2-7b-hf",
+    # 8 rows x 16 accumulated = 128; Llama-2's context is 4,096; activations recomputed (bf16 weights
+    # 12.6 GB, so a 24 GB GPU also wants train.quantize_base=4bit)
+    "train": {"batch_size": 8, "grad_accum": 16, "max_seq_len": 4096, "gradient_checkpointing": True},
+    "eval": {"batch_size": 16},
+})
+
 # Per-dataset settings of a preset, applied before the user's overrides: the paper uses k 10-5-0,
 # but 5-2-0 on MBPP (its prompts carry whole programs).
 DATASET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"mbpp": {"schedule": {"k0": 5}}},
+    # MBPP in the paper: 6 epochs at batch 16 (k 5-2-0); programs need room to be written
+    **{name: {"mbpp": {"schedule": {"k0": 5}, "train": {"total_epochs": 6.0, "grad_accum": 16 // batch},
+                       "eval": {"max_new_tokens": 512}}}
+       for name, batch in (("gpu-1b", 16), ("gpu-7b", 8))},
     # MBPP: the standard 500 test tasks; whole programs need room (reference solutions in SmolLM2
     # tokens: median 56, 95th percentile 173, max 420).
     "cpu-repro": {"mbpp": {"eval": {"test_subset": None, "max_new_tokens": 192},

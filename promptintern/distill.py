@@ -63,6 +63,7 @@ class TeacherLogits:
     """The teacher-logits artifact, read: ``get(row_id)`` for one row's answer tokens."""
 
     def __init__(self, folder: Path):
+        self.folder = Path(folder)
         data = np.load(folder / "teacher.npz")
         self.offsets, self.indices, self.logits = data["offsets"], data["indices"], data["logits"]
         self.logz, self.temperature = data["logz"], float(data["temperature"])

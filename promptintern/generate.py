@@ -87,16 +87,35 @@ def generate(
     progress: bool = True,
     prefix_cache: bool = True,
     engine: str = "loop",
-    precision: str = "fp32",
+    precision: str | None = None,
+    hardware=None,
 ) -> Generations:
-    """Greedy-decode every prompt, ``batch_size`` rows at a time, shortest prompts first.
-    ``precision``: the weights' number format for generation (``with_precision``)."""
+    """Greedy-decode every prompt, ``batch_size`` rows at a time, shortest prompts first, on
+    ``hardware`` (a ``promptintern.device.Hardware``; None: the CPU). ``precision``: the weights'
+    number format for generation (``load_for_generation``; None: the hardware's dtype)."""
     set_torch_threads()
-    return generate_with(with_precision(load_model(model_dir), precision), load_tokenizer(model_dir), prompts,
+    return generate_with(load_for_generation(model_dir, hardware, precision), load_tokenizer(model_dir), prompts,
                          max_new_tokens, batch_size, stop, progress, prefix_cache, engine)
 
 
-PRECISIONS = ("fp32", "bf16", "int8-dynamic")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8-dynamic")
+
+
+def load_for_generation(model_dir, hardware=None, precision: str | None = None):
+    """The model to generate with: on a GPU loaded in ``precision`` (None: the hardware's dtype); on
+    the CPU loaded in fp32 and converted (``with_precision``), as every published CPU answer was."""
+    from promptintern.device import DeviceError, Hardware
+
+    hardware = hardware or Hardware("cpu", "fp32")
+    precision = precision or hardware.dtype
+    if hardware.kind == "cpu":
+        if precision == "fp16":
+            raise DeviceError("eval.precision='fp16' on the CPU: torch's CPU fp16 kernels are slow or missing; "
+                              "use fp32, bf16 or int8-dynamic")
+        return with_precision(load_model(model_dir, Hardware("cpu", "fp32")), precision)
+    if precision == "int8-dynamic":
+        raise DeviceError("eval.precision='int8-dynamic' is torch's CPU quantization; on a GPU use bf16 or fp16")
+    return load_model(model_dir, Hardware(hardware.device, precision))
 
 
 def with_precision(model, precision: str = "fp32"):
@@ -115,8 +134,8 @@ def with_precision(model, precision: str = "fp32"):
         raise ValueError(f"precision {precision!r}: allowed {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return model
-    if precision == "bf16":
-        return model.to(torch.bfloat16)
+    if precision in ("bf16", "fp16"):
+        return model.to(torch.bfloat16 if precision == "bf16" else torch.float16)
     import warnings
 
     with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated in favour of torchao

@@ -123,21 +123,34 @@ def _layer_cost(config_json: str, dtype: str, lora_json: str) -> tuple[float, fl
 
 
 def parameter_counts(model_dir: str | Path, lora: dict | None = None) -> dict[str, int]:
-    """``total`` parameters of the base model and ``trainable`` LoRA parameters (exact)."""
+    """``total`` parameters of the base model, ``trainable`` LoRA parameters, and ``quantizable``: the
+    base's Linear weights inside the decoder layers, what a 4-bit base stores in NF4 (exact)."""
+    import torch
+
     model = _meta_model(_config(model_dir), None, "fp32", lora)
     params = list(model.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad) if lora is not None else 0
-    return {"total": sum(p.numel() for p in params) - trainable, "trainable": trainable}
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    quantizable = sum(m.weight.numel() for m in model.modules()
+                      if type(m) is torch.nn.Linear and m is not head and not m.weight.requires_grad)
+    return {"total": sum(p.numel() for p in params) - trainable, "trainable": trainable, "quantizable": quantizable}
+
+
+# NF4 with double quantization: 4 bits a weight plus ~0.127 bits of scales (QLoRA paper, section 3)
+NF4_BYTES = (4 + 0.127) / 8
 
 
 def estimate_training(model_dir: str | Path, lora: dict, batch_size: int, seq_len: int,
                       answer_tokens: int | None = None, dtype: str = "fp32", device: str = "cpu",
-                      attention: str = "sdpa", shared_prefix: int = 0) -> MemoryEstimate:
+                      attention: str = "sdpa", shared_prefix: int = 0, gradient_checkpointing: bool = False,
+                      quantize: str | None = None) -> MemoryEstimate:
     """The memory one training step of a stage needs: ``batch_size`` rows of ``seq_len`` tokens, of
     which ``answer_tokens`` a row are trained on (the LM head runs there only; None: every token).
     ``lora``: r, alpha, dropout, target_modules. ``attention``: ``eager`` keeps the attention
     probabilities (quadratic in the length); the fused kernels do not. ``shared_prefix``: tokens
-    every row starts with that the trainer runs once per batch (``train.share_prompt_prefix``)."""
+    every row starts with that the trainer runs once per batch (``train.share_prompt_prefix``).
+    ``gradient_checkpointing``: every layer keeps only its input, and one layer at a time its whole
+    activations (in the recompute). ``quantize="4bit"``: the layers' Linear weights in NF4."""
     config = _config(model_dir)
     counts = parameter_counts(model_dir, lora)
     layers = int(config["num_hidden_layers"])
@@ -152,16 +165,25 @@ def estimate_training(model_dir: str | Path, lora: dict, batch_size: int, seq_le
     # outside the layers: the embeddings' output, the final norm, and per answer token the head's
     # input, fp32 logits, their log-softmax and the gradient of the logits
     outside = batch_size * (seq_len * hidden * DTYPE_BYTES[dtype] * 3 + answers * (hidden * 4 + vocab * 4 * 3))
+    activations = layers * per_batch
+    if gradient_checkpointing:
+        shared = 0  # the trainer runs rows whole under checkpointing (train.py)
+        per_batch = a * batch_size * seq_len + (c * batch_size * seq_len**2 if attention == "eager" else 0.0)
+        activations = layers * batch_size * seq_len * hidden * DTYPE_BYTES[dtype] + per_batch
+    weights = counts["total"] * DTYPE_BYTES[dtype]
+    if quantize == "4bit":
+        weights -= int(counts["quantizable"] * (DTYPE_BYTES[dtype] - NF4_BYTES))
     return MemoryEstimate(
-        weights=counts["total"] * DTYPE_BYTES[dtype],
+        weights=int(weights),
         trainable=counts["trainable"] * 4 * 4,
-        activations=int(layers * per_batch),
+        activations=int(activations),
         logits=int(outside),
         overhead=OVERHEAD.get(device.split(":")[0], OVERHEAD["cpu"]),
         detail={"parameters": counts["total"], "lora_parameters": counts["trainable"], "layers": layers,
                 "layer_bytes_per_token": round(a, 1), "layer_bytes_per_token_squared": round(c, 3),
                 "batch_size": batch_size, "seq_len": seq_len, "answer_tokens": answers, "dtype": dtype,
-                "shared_prefix": shared},
+                "shared_prefix": shared, "gradient_checkpointing": gradient_checkpointing, "device": device,
+                "quantize": quantize},
     )
 
 
@@ -193,7 +215,16 @@ def shortfall(estimate: MemoryEstimate, available: int | None, settings: Sequenc
     at_one = estimate.activations / max(1, d["batch_size"]) + estimate.logits / max(1, d["batch_size"])
     hints = [f"train.batch_size (activations and logits scale with it: {at_one / GB:.2f} GB a row)",
              f"train.max_seq_len (now {d['seq_len']} tokens a row)"]
+    quantize = ("set train.quantize_base=4bit (QLoRA: the layers' weights in NF4, ~1/4 of their "
+                f"{estimate.weights / GB:.2f} GB in {d.get('dtype')})")
+    can_quantize = d.get("quantize") is None and d.get("dtype") != "fp32" and d.get("device", "cpu") != "cpu"
+    if can_quantize and estimate.weights > available / 4:  # weights a large share of the GPU: worth it
+        hints.insert(0, quantize)
+    if not d.get("gradient_checkpointing") and estimate.activations > GB:
+        hints.insert(0, f"set train.gradient_checkpointing=true (activations now {estimate.activations / GB:.2f} GB; "
+                        f"checkpointed, each layer keeps only its input)")
     if estimate.weights > available:
-        hints = [f"a smaller model: its weights alone are {estimate.weights / GB:.2f} GB"]
+        hints = ([quantize] if can_quantize else []) + [f"a smaller model: its weights alone are "
+                                                        f"{estimate.weights / GB:.2f} GB"]
     return (f"a training step needs {estimate.describe()}, and {available / GB:.2f} GB is available; lower "
             + ", or ".join(list(settings) + hints))

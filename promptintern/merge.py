@@ -31,26 +31,60 @@ def _logits(model, batch) -> torch.Tensor:
 
 
 def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path,
-                  atol: float = 1e-4) -> dict:
-    """Merge, check on the probe batch, save to ``out_dir``; returns the check's numbers."""
+                  atol: float = 1e-4, hardware=None, quantized: bool = False) -> dict:
+    """Merge, check on the probe batch, save to ``out_dir``; returns the check's numbers.
+
+    The merge runs on the CPU in fp32 whatever the training hardware, so the check against base +
+    adapter keeps its 1e-4 tolerance; the folder is then saved in the training dtype (``hardware``, a
+    ``promptintern.device.Hardware``: bf16 weights for a bf16 run; None: fp32). ``quantized``: the
+    adapter was trained on a 4-bit base (``train.quantize_base``), so it is merged into that base
+    de-quantized (the weights it was trained against, not the original ones), and the check also
+    reports how far the 4-bit forward with the adapter is from the merged model."""
     from peft import PeftModel
+
+    from promptintern.device import Hardware
 
     tokenizer = load_tokenizer(model_dir)
     batch = probe_batch(tokenizer)
     mask = batch["attention_mask"].bool()
-    peft_model = PeftModel.from_pretrained(load_model(model_dir), str(adapter_dir))
+    check: dict = {}
+    quantized_reference = None
+    if quantized:
+        base, quantized_reference = _dequantized_base(model_dir, hardware, adapter_dir, batch, mask)
+    else:
+        base = load_model(model_dir)
+    peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
     peft_model.eval()
     reference = _logits(peft_model, batch)[mask]
+    with peft_model.disable_adapter():  # the base's own logits, without loading it twice
+        base_diff = float((reference - _logits(peft_model, batch)[mask]).abs().max())
     merged = peft_model.merge_and_unload()
     merged.eval()
     got = _logits(merged, batch)[mask]
     max_diff = float((got - reference).abs().max())
-    base_diff = float((reference - _logits(load_model(model_dir), batch)[mask]).abs().max())
-    check = {"probe_tokens": int(mask.sum()), "max_abs_logit_diff": max_diff,
-             "adapter_effect_max_abs": base_diff, "atol": atol}
+    save_dtype = (hardware or Hardware("cpu", "fp32")).dtype
+    check |= {"probe_tokens": int(mask.sum()), "max_abs_logit_diff": max_diff,
+              "adapter_effect_max_abs": base_diff, "atol": atol, "saved_dtype": save_dtype}
+    if quantized_reference is not None:  # information: rounding of the 4-bit forward, not a merge error
+        check["quantized_forward_max_abs_diff"] = float((got - quantized_reference).abs().max())
     if not max_diff <= atol:
         raise RuntimeError(f"merged logits differ from base+adapter by {max_diff:.3g} > atol {atol}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if save_dtype != "fp32":
+        merged = merged.to(Hardware("cpu", save_dtype).torch_dtype)
     merged.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return check
+
+
+def _dequantized_base(model_dir, hardware, adapter_dir, batch, mask):
+    """The 4-bit base de-quantized to fp32 on the CPU (the weights the adapter was trained against),
+    and the 4-bit forward's logits with the adapter on the probe batch."""
+    from peft import PeftModel
+
+    quantized = load_model(model_dir, hardware, quantize="4bit")
+    with_adapter = PeftModel.from_pretrained(quantized, str(adapter_dir))
+    on_gpu = {k: v.to(quantized.device) for k, v in batch.items()}
+    reference = _logits(with_adapter, on_gpu).cpu()[mask]
+    base = with_adapter.unload().dequantize()  # NF4 -> the compute dtype (transformers' bnb quantizer)
+    return base.to("cpu", dtype=torch.float32), reference

@@ -274,14 +274,49 @@ def load_tokenizer(model_dir: str | Path):
     return tokenizer
 
 
-def load_model(model_dir: str | Path, dtype: str = "float32"):
+def load_model(model_dir: str | Path, hardware=None, quantize: str | None = None):
+    """A causal LM from a local folder, in eval mode, on ``hardware`` (a ``promptintern.device.Hardware``;
+    None: the CPU in fp32, where every published number was made): its weights in the hardware's
+    dtype, its attention kernel the one ``Hardware.attention`` picks.
+
+    ``quantize="4bit"``: the base's Linear layers in NF4 with bf16 compute through bitsandbytes (QLoRA,
+    a CUDA GPU and the ``gpu`` extra); the model's other weights stay in the hardware's dtype."""
     from transformers import AutoModelForCausalLM
+
+    from promptintern.device import Hardware
 
     if not is_local_model(str(model_dir)):
         raise ModelError(f"model folder {model_dir} has no config.json")
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    hardware = hardware or Hardware("cpu", "fp32")
+    options = {"dtype": hardware.torch_dtype}
+    if hardware.kind == "cuda":
+        options["attn_implementation"] = hardware.attention()
+    if quantize is not None:
+        options["quantization_config"] = four_bit_config(hardware, quantize)
+        options["device_map"] = {"": hardware.device}
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **options)
+    if quantize is None and hardware.kind != "cpu":
+        model.to(hardware.device)
     model.eval()
     return model
+
+
+def four_bit_config(hardware, quantize: str = "4bit"):
+    """bitsandbytes' NF4 settings of QLoRA (Dettmers et al. 2023: NF4, double quantization, compute in
+    the hardware's half dtype); a clear error where they cannot run."""
+    import importlib.util
+
+    if quantize != "4bit":
+        raise ModelError(f"quantize={quantize!r}: allowed '4bit'")
+    if hardware.kind != "cuda":
+        raise ModelError("train.quantize_base='4bit' needs a CUDA GPU (bitsandbytes' 4-bit kernels); this run is "
+                         f"on {hardware.device}: set hardware.device=cuda, or train.quantize_base=null")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError("train.quantize_base='4bit' needs bitsandbytes: pip install -e '.[gpu]'")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=hardware.torch_dtype if hardware.dtype != "fp32" else None)
 
 
 def model_context_length(model_dir: str | Path) -> int:

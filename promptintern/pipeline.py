@@ -127,7 +127,8 @@ def load_template(dataset_dir: Path) -> Template:
 # ---------------------------------------------------------------------------------------------
 
 
-def compress(dataset_dir: Path, tau: float, cfg: CompressionConfig, compressor_dir: Path, out: Path) -> dict:
+def compress(dataset_dir: Path, tau: float, cfg: CompressionConfig, compressor_dir: Path, out: Path,
+             hardware=None) -> dict:
     """The task template compressed to rate ``tau``: ``template.txt`` + ``stats.json``.
 
     ``compressor_dir`` is the prepared ``cfg.model`` (the run's model when unset): the scoring LM, or
@@ -141,7 +142,7 @@ def compress(dataset_dir: Path, tau: float, cfg: CompressionConfig, compressor_d
     def run(part: Template, method: str):
         return compress_template(part, tau, method=method, model_dir=compressor_dir, question=task.description,
                                  endpoint=cfg.endpoint, api_model=cfg.api_model,
-                                 api_key_env=cfg.api_key_env, api_timeout_s=cfg.api_timeout_s)
+                                 api_key_env=cfg.api_key_env, api_timeout_s=cfg.api_timeout_s, hardware=hardware)
 
     with resource_errors(f"compressing the template to tau={tau} with {cfg.method}", out,
                          memory_hint="free memory, or set compression.model to a smaller scoring model"):
@@ -349,8 +350,8 @@ def check_rows_fit_context(model_dir: Path, shard_dir: Path, cfg: TrainSettings)
 def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora: LoraSettings,
           cfg: TrainSettings, stage: int, out: Path, on_step=None, plan=None, probe_shard_dir: Path | None = None,
           dataset_dir: Path | None = None, probe_generation: tuple[int, int] = (64, 8),
-          teacher_dir: Path | None = None, distill_form: tuple[float, int] | None = None) -> dict:
-    """One stage of LoRA training; ``plan`` (a ``promptintern.curriculum.StagePlan``) sets its steps,
+          teacher_dir: Path | None = None, distill_form: tuple[float, int] | None = None, hardware=None) -> dict:
+    """One stage of LoRA training (on ``hardware``, a ``promptintern.device.Hardware``; None: the CPU); ``plan`` (a ``promptintern.curriculum.StagePlan``) sets its steps,
     its place in the learning-rate schedule and whether the optimizer state carries on. With
     ``cfg.adaptive`` and a ``probe_shard_dir`` (dev rows in the next stage's form) the stage ends
     when their score stops improving (``promptintern.probe``; generation at ``probe_generation``
@@ -367,6 +368,8 @@ def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora:
         from promptintern.probe import stage_probe
 
         probe = stage_probe(model_dir, probe_shard_dir, dataset_dir, cfg.adaptive, cfg.max_seq_len, *probe_generation)
+    if cfg.processes > 1:
+        from promptintern.launch import train_stage_parallel as train_stage  # noqa: F811 (same signature)
 
     check_rows_fit_context(model_dir, shard_dir, cfg)
     with resource_errors(f"LoRA training of stage {stage} at batch_size={cfg.batch_size}, "
@@ -377,12 +380,12 @@ def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora:
                              init_adapter=(init_adapter_dir / "adapter") if init_adapter_dir else None,
                              on_step=on_step, plan=plan, probe=probe,
                              teacher=TeacherLogits(teacher_dir) if cfg.distill and teacher_dir else None,
-                             distill_form=tuple(distill_form) if distill_form else None)
+                             distill_form=tuple(distill_form) if distill_form else None, hardware=hardware)
     return {**asdict(report), "tokens_per_second": report.tokens_per_second}
 
 
 def teacher_logits(model_dir: Path, adapter_dir: Path | None, shard_dir: Path, top_k: int, max_seq_len: int,
-                   temperature: float, out: Path) -> dict:
+                   temperature: float, out: Path, hardware=None) -> dict:
     """The teacher's top-k answer logits for every row of ``shard_dir`` (the full-prompt form), for
     context distillation (``promptintern.teacher``); ``adapter_dir``: a trained stage's folder."""
     from promptintern.teacher import write_teacher_logits
@@ -390,15 +393,15 @@ def teacher_logits(model_dir: Path, adapter_dir: Path | None, shard_dir: Path, t
     with resource_errors("computing the teacher's answer logits", out,
                          memory_hint="lower train.distill.top_k or train.max_seq_len"):
         return write_teacher_logits(model_dir, (adapter_dir / "adapter") if adapter_dir else None,
-                                    shard_dir / "shard.parquet", out, top_k, max_seq_len, temperature)
+                                    shard_dir / "shard.parquet", out, top_k, max_seq_len, temperature, hardware)
 
 
-def merge(model_dir: Path, adapter_dir: Path, out: Path) -> dict:
+def merge(model_dir: Path, adapter_dir: Path, out: Path, hardware=None, quantized: bool = False) -> dict:
     from promptintern.merge import merge_adapter
 
     with resource_errors("merging the adapter into the base model", out,
                          memory_hint="free memory (merging holds the base model and the merged copy)"):
-        check = merge_adapter(model_dir, adapter_dir / "adapter", out)
+        check = merge_adapter(model_dir, adapter_dir / "adapter", out, hardware=hardware, quantized=quantized)
         (out / "merge_check.json").write_text(json.dumps(check, indent=2))
     return check
 
@@ -459,7 +462,7 @@ def benchmark_prompts(model_dir: Path, dataset_dir: Path, template_dir: Path | N
 
 
 def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, bank_dir: Path | None,
-              k: int, cfg: EvalSettings, label: str, out: Path, chat: str = "off") -> dict:
+              k: int, cfg: EvalSettings, label: str, out: Path, chat: str = "off", hardware=None) -> dict:
     """Generate for every test row with the given prompt form and score it.
 
     Writes ``predictions.jsonl`` (prompt tokens, raw completion, extracted answer, reference)
@@ -468,9 +471,12 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     from promptintern.cost import cost_report, count_openai_tokens
     from promptintern.cpu import set_torch_threads
     from promptintern.evaluate.common import is_looping
-    from promptintern.generate import generate_with, with_precision
-    from promptintern.models import load_model, load_tokenizer
+    from promptintern.device import Hardware
+    from promptintern.generate import generate_with, load_for_generation
+    from promptintern.models import load_tokenizer
 
+    hardware = hardware or Hardware("cpu", "fp32")
+    precision = cfg.precision or hardware.dtype
     info = json.loads((dataset_dir / "info.json").read_text())
     task, test, template_text, prompts, as_chat = benchmark_prompts(model_dir, dataset_dir, template_dir, bank_dir,
                                                                     k, label, chat)
@@ -478,7 +484,7 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
     with resource_errors(f"generation for benchmark {label!r} at eval.batch_size={cfg.batch_size}", out,
                          memory_hint="lower eval.batch_size or eval.max_new_tokens"):
         set_torch_threads()  # the model is loaded once, for the answers and the cache timing sample
-        model, tokenizer = with_precision(load_model(model_dir), cfg.precision), load_tokenizer(model_dir)
+        model, tokenizer = load_for_generation(model_dir, hardware, precision), load_tokenizer(model_dir)
         gens = generate_with(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
                              batch_size=cfg.batch_size, stop=task.stop, prefix_cache=cfg.prefix_cache)
         template_cached = _template_cached(model, tokenizer, prompts, gens, template_text, task, cfg)
@@ -533,7 +539,8 @@ def benchmark(model_dir: Path, dataset_dir: Path, template_dir: Path | None, ban
         "max_new_tokens": cfg.max_new_tokens,
         "model": model_dir.name,
         "dataset": info,
-        "decoding": "greedy" + ("" if cfg.precision == "fp32" else f", {cfg.precision} weights"),
+        "decoding": "greedy" + ("" if precision == "fp32" else f", {precision} weights"),
+        "device": hardware.kind,
         "prompt_style": "chat" if as_chat else "plain",
         "prefix_cache": cfg.prefix_cache,
         "shared_prefix_tokens": gens.prefix_tokens,

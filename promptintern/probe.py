@@ -38,7 +38,9 @@ def stage_probe(model_dir: Path, probe_shard: Path, dataset_dir: Path, adaptive:
         rows = [encode_row(tokenizer, p, t, max_seq_len) for p, t in zip(prompts, targets)]
 
         def score(model) -> float:
-            losses = [float(target_loss(model, collate(rows[i:i + batch_size], tokenizer.pad_token_id),
+            device = next(model.parameters()).device
+            losses = [float(target_loss(model, {k: v.to(device) for k, v in
+                                                collate(rows[i:i + batch_size], tokenizer.pad_token_id).items()},
                                         share_prefix=False)) for i in range(0, len(rows), batch_size)]
             return -sum(losses) / len(losses)
     else:

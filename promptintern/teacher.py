@@ -15,9 +15,10 @@ import torch
 
 @torch.no_grad()
 def write_teacher_logits(model_dir: Path, adapter: Path | None, shard: Path, out: Path, top_k: int,
-                         max_seq_len: int, temperature: float, batch_size: int = 4) -> dict:
+                         max_seq_len: int, temperature: float, hardware=None, batch_size: int = 4) -> dict:
     """The teacher's top-k logits at every answer token of every row of ``shard`` (the rows in the
-    teacher's prompt form), into ``out`` (see the module docstring)."""
+    teacher's prompt form), into ``out`` (see the module docstring); the teacher runs on ``hardware``
+    (a ``promptintern.device.Hardware``; None: the CPU) and its logits are stored in fp32."""
     from tqdm.auto import tqdm
 
     from promptintern.cpu import set_torch_threads
@@ -27,7 +28,7 @@ def write_teacher_logits(model_dir: Path, adapter: Path | None, shard: Path, out
 
     set_torch_threads()
     tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir)
+    model = load_model(model_dir, hardware)
     if adapter is not None:
         from peft import PeftModel
 
@@ -40,15 +41,16 @@ def write_teacher_logits(model_dir: Path, adapter: Path | None, shard: Path, out
     counts, indices, logits, logz = [], [], [], []
     for start in tqdm(range(0, len(rows), batch_size), desc="teacher logits", unit="batch", leave=False):
         batch = collate(rows[start:start + batch_size], tokenizer.pad_token_id)
-        out_logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        keep = batch["labels"][:, 1:] != IGNORE_INDEX
+        out_logits = model(input_ids=batch["input_ids"].to(model.device),
+                           attention_mask=batch["attention_mask"].to(model.device)).logits[:, :-1]
+        keep = (batch["labels"][:, 1:] != IGNORE_INDEX).to(out_logits.device)
         for r in range(keep.shape[0]):
             answer = out_logits[r][keep[r]].float()
             top = answer.topk(top_k, dim=-1)
             counts.append(int(keep[r].sum()))
-            indices.append(top.indices.to(torch.int32).numpy())
-            logits.append(top.values.numpy())
-            logz.append(torch.logsumexp(answer / temperature, dim=-1).numpy())
+            indices.append(top.indices.to(torch.int32).cpu().numpy())
+            logits.append(top.values.cpu().numpy())
+            logz.append(torch.logsumexp(answer / temperature, dim=-1).cpu().numpy())
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     top_logits, all_logz = np.concatenate(logits), np.concatenate(logz)
     np.savez(out / "teacher.npz", offsets=offsets, indices=np.concatenate(indices), logits=top_logits,

@@ -14,6 +14,12 @@ checkpoint to resume from. Per-step losses go to ``work_dir/log.jsonl``.
 
 Batches are length-grouped (rows of similar length share a batch, batch order shuffled), which
 cuts padding several-fold on rows whose prompts range from 40 to 1,000 tokens.
+
+On a GPU (``hardware``, ``promptintern.device``): the frozen base in the hardware's dtype (or 4-bit,
+``train.quantize_base``), the LoRA weights and AdamW state in fp32, the forward under autocast, fp16
+with a loss scaler; ``train.gradient_checkpointing`` recomputes activations in the backward pass.
+With ``train.processes`` > 1 (``promptintern.launch``) each process takes a slice of every batch and
+the gradients are summed: the same update as one process up to floating-point order.
 """
 
 from __future__ import annotations
@@ -82,7 +88,8 @@ def fit_row(prompt_ids: list[int], target_ids: list[int], max_seq_len: int) -> t
 
 
 def check_memory(model_dir: Path, lora: LoraSettings, batch_size: int, encoded: Sequence[tuple[list[int], list[int]]],
-                 stage: int, share_prefix: bool = True) -> None:
+                 stage: int, share_prefix: bool = True, hardware=None, gradient_checkpointing: bool = False,
+                 quantize: str | None = None) -> None:
     """Before the model is loaded: estimate what a step of this stage needs (``promptintern.memory``,
     for its longest rows, with the prompt prefix every row shares run once when ``share_prefix``)
     and stop with what to change when the machine does not have it."""
@@ -97,13 +104,15 @@ def check_memory(model_dir: Path, lora: LoraSettings, batch_size: int, encoded: 
         prompts = [ids[: sum(t == IGNORE_INDEX for t in labels)] for ids, labels in encoded]
         shared = len(os.path.commonprefix(prompts))
     try:
-        estimate = estimate_training(model_dir, settings, batch_size, seq_len, answers, shared_prefix=shared)
+        kind = dict(dtype=hardware.dtype, device=hardware.device, attention=hardware.attention()) if hardware else {}
+        estimate = estimate_training(model_dir, settings, batch_size, seq_len, answers, shared_prefix=shared,
+                                     gradient_checkpointing=gradient_checkpointing, quantize=quantize, **kind)
     except Exception as err:  # an architecture the meta-device probe cannot build: train without the check
         log.warning("stage %d: no memory estimate for %s (%s: %s)", stage, model_dir, type(err).__name__, err)
         return
     log.info("stage %d: a training step needs %s (batch %d, longest row %d tokens, %d shared)", stage,
              estimate.describe(), batch_size, seq_len, shared)
-    problem = shortfall(estimate, available_memory())
+    problem = shortfall(estimate, available_memory(hardware.device if hardware else "cpu"))
     if problem is not None:
         raise ResourceExhausted(f"stage {stage}: {problem}", "memory")
 
@@ -208,21 +217,35 @@ class StageReport:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def _lora_model(model_dir: Path, lora: LoraSettings, init_adapter: Path | None, seed: int):
+def _lora_model(model_dir: Path, lora: LoraSettings, init_adapter: Path | None, seed: int, hardware=None,
+                quantize: str | None = None, gradient_checkpointing: bool = False):
+    """The base (on ``hardware``, in its dtype or 4-bit) with a trainable LoRA adapter in fp32."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    base = load_model(model_dir)
+    base = load_model(model_dir, hardware, quantize=quantize)
+    if quantize is not None:
+        from peft import prepare_model_for_kbit_training
+
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        # non-reentrant: gradients reach the LoRA weights inside a layer whose input needs none
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if init_adapter is not None:
-        return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
-    torch.manual_seed(seed)
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(base, config)
+        model = PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+    else:
+        torch.manual_seed(seed)
+        config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(base, config)
+    for param in model.parameters():  # the trained weights and their AdamW moments stay fp32
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model
 
 
 def make_portable(adapter_dir: Path, model_dir: Path) -> None:
@@ -250,7 +273,7 @@ def make_portable(adapter_dir: Path, model_dir: Path) -> None:
         readme.write_text(text)
 
 
-def _save_checkpoint(model, optimizer, scheduler, step: int, counters: dict, work_dir: Path) -> None:
+def _save_checkpoint(model, optimizer, scheduler, step: int, counters: dict, work_dir: Path, scaler=None) -> None:
     """Write the next checkpoint beside the current one, then swap them in by renames: at every
     instant ``checkpoint/`` or ``checkpoint.old/`` holds a whole checkpoint (``_load_checkpoint``)."""
     tmp, final, prev = work_dir / CHECKPOINT_NEXT, work_dir / CHECKPOINT, work_dir / CHECKPOINT_PREV
@@ -263,6 +286,8 @@ def _save_checkpoint(model, optimizer, scheduler, step: int, counters: dict, wor
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
             "numpy_rng": np.random.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
             "step": step,
             "counters": counters,
         },
@@ -275,7 +300,7 @@ def _save_checkpoint(model, optimizer, scheduler, step: int, counters: dict, wor
     shutil.rmtree(prev, ignore_errors=True)
 
 
-def _load_checkpoint(model, optimizer, scheduler, work_dir: Path) -> tuple[int, dict]:
+def _load_checkpoint(model, optimizer, scheduler, work_dir: Path, scaler=None) -> tuple[int, dict]:
     """Restore the newest whole checkpoint; (0, {}) when there is none."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -291,6 +316,10 @@ def _load_checkpoint(model, optimizer, scheduler, work_dir: Path) -> tuple[int, 
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])
     np.random.set_state(state["numpy_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
     log.info("resuming from %s at optimizer step %d", ckpt.name, state["step"])
     return int(state["step"]), state.get("counters", {})
 
@@ -310,7 +339,7 @@ def _load_optimizer_state(optimizer, init_adapter: str | Path | None) -> None:
 
 def _distill_term(logits, keep, batch_rows, distilled, row_ids, teacher: TeacherLogits, temperature: float):
     """The distillation loss on the batch's rows in the distilled form (their positions among the
-    target logits, row by row), against their teacher entries."""
+    target logits, row by row), against their teacher entries: the mean over those positions."""
     counts = keep.sum(dim=1).tolist()
     select, entries = [], []
     for r, i in enumerate(batch_rows):
@@ -321,8 +350,8 @@ def _distill_term(logits, keep, batch_rows, distilled, row_ids, teacher: Teacher
                 raise ValueError(f"row {row_ids[i]}: the teacher logits cover {entry[0].shape[0]} answer tokens, "
                                  f"the shard's answer has {counts[r]}: they were made from other rows")
             entries.append(entry)
-    mask = torch.tensor(select, dtype=torch.bool)
-    return distill_loss(logits[mask], *(torch.cat(parts) for parts in zip(*entries)), temperature)
+    mask = torch.tensor(select, dtype=torch.bool, device=logits.device)
+    return distill_loss(logits[mask], *(torch.cat(parts).to(logits.device) for parts in zip(*entries)), temperature)
 
 
 def _probe(model, probe: StageProbe) -> float:
@@ -362,6 +391,8 @@ def train_stage(
     probe: StageProbe | None = None,
     teacher: TeacherLogits | None = None,
     distill_form: tuple[float, int] | None = None,
+    hardware=None,
+    parallel=None,
 ) -> StageReport:
     """Train one stage; the adapter lands in ``work_dir/adapter``, the loss log in ``log.jsonl``.
 
@@ -371,9 +402,20 @@ def train_stage(
     ``probe`` (adaptive stage lengths): scored every ``probe.every`` steps; the stage ends before its
     planned steps once ``should_advance`` says the scores stopped improving.
     ``teacher`` (context distillation, ``cfg.distill``): rows in ``distill_form`` (the inference form,
-    (tau, k)) also match the teacher's answer distribution (``promptintern.distill``)."""
+    (tau, k)) also match the teacher's answer distribution (``promptintern.distill``).
+    ``hardware``: a ``promptintern.device.Hardware`` (None: the CPU in fp32). ``parallel``: this
+    process's place in a data-parallel group (``promptintern.launch.DataParallel``, set by the
+    launcher; None: one process)."""
     from tqdm.auto import tqdm
 
+    from promptintern.device import Hardware
+
+    hardware = hardware or Hardware("cpu", "fp32")
+    hardware.configure()
+    main = parallel is None or parallel.rank == 0
+    # with gradient checkpointing each layer runs again in the backward pass, and a prefix cache
+    # filled in the forward would be filled twice: the rows then run whole
+    share_prefix = cfg.share_prompt_prefix and not cfg.gradient_checkpointing
     set_torch_threads()
     model_dir, work_dir = Path(model_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -406,10 +448,14 @@ def train_stage(
         plan = StagePlan(stage=stage, steps=steps, schedule_steps=steps)
     batches = batches_for_steps([len(ids) for ids, _ in encoded], cfg.batch_size, cfg.grad_accum, plan.steps, seed)
     total_steps = plan.steps
-    check_memory(model_dir, lora, cfg.batch_size, encoded, stage, cfg.share_prompt_prefix)
+    check_memory(model_dir, lora, cfg.batch_size, encoded, stage, share_prefix, hardware, cfg.gradient_checkpointing,
+                 cfg.quantize_base)
 
-    model = _lora_model(model_dir, lora, Path(init_adapter) if init_adapter else None, seed)
+    model = _lora_model(model_dir, lora, Path(init_adapter) if init_adapter else None, seed, hardware,
+                        cfg.quantize_base, cfg.gradient_checkpointing)
     model.train()
+    autocast = torch.autocast(hardware.kind, dtype=hardware.torch_dtype, enabled=hardware.dtype != "fp32")
+    scaler = torch.amp.GradScaler(hardware.kind) if hardware.needs_loss_scaling else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if plan.carry_optimizer:
@@ -421,11 +467,12 @@ def train_stage(
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    start_step, counters = _load_checkpoint(model, optimizer, scheduler, work_dir)
+    start_step, counters = _load_checkpoint(model, optimizer, scheduler, work_dir, scaler)
 
     log_path = work_dir / "log.jsonl"
     kept = _read_log(log_path, start_step) if start_step else []
-    log_path.write_text("".join(json.dumps(e) + "\n" for e in kept))
+    if main:
+        log_path.write_text("".join(json.dumps(e) + "\n" for e in kept))
     losses: list[float] = [e["loss"] for e in kept]
     lrs: list[float] = [e["lr"] for e in kept]
     probed: list[dict] = [p for p in counters.get("probe", []) if p["step"] <= start_step]
@@ -433,31 +480,66 @@ def train_stage(
     # whole-stage totals: a resumed run carries on the counts (and seconds) of the interrupted one
     tokens, target_tokens, padded = (counters.get(k, 0) for k in ("tokens", "target_tokens", "padded"))
     started = time.time() - counters.get("seconds", 0.0)
-    bar = tqdm(total=total_steps, initial=start_step, desc=f"stage {stage}", unit="step", leave=False)
+    bar = tqdm(total=total_steps, initial=start_step, desc=f"stage {stage}", unit="step", leave=False,
+               disable=not main)
+
+    def micro_batch_loss(batch_rows: list[int]) -> torch.Tensor:
+        """The loss one process back-propagates for its rows of a micro-batch: alone, the mean over the
+        batch's target tokens (+ the distillation term); in a data-parallel group, its slice's share of
+        those means, so that the group's summed gradients are one process's."""
+        mine = batch_rows if parallel is None else parallel.rows(batch_rows)
+        if not mine:
+            return None
+        batch = {k: v.to(hardware.device) for k, v in
+                 collate([encoded[i] for i in mine], tokenizer.pad_token_id).items()}
+        with autocast:
+            logits, targets, keep = target_logits(model, batch, share_prefix=share_prefix)
+        if parallel is None:
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+        else:  # token sums over the slice, divided by the whole micro-batch's counts
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum") / answer_tokens(batch_rows)
+        if any(distilled[i] for i in mine):
+            term = _distill_term(logits, keep, mine, distilled, row_ids, teacher, cfg.distill.temperature)
+            if parallel is not None:
+                term = term * answer_tokens(mine, distilled_only=True) / answer_tokens(batch_rows, distilled_only=True)
+            loss = loss + cfg.distill.weight * term
+        return loss
+
+    def answer_tokens(batch_rows, distilled_only: bool = False) -> int:
+        return sum(len(target_lens[i]) for i in batch_rows if distilled[i] or not distilled_only)
+
+    target_lens = [[t for t in labels[1:] if t != IGNORE_INDEX] for _, labels in encoded]
     for step in range(start_step, total_steps):
         micro = batches[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
         step_loss = 0.0
         for batch_rows in micro:
-            batch = collate([encoded[i] for i in batch_rows], tokenizer.pad_token_id)
-            logits, targets, keep = target_logits(model, batch, share_prefix=cfg.share_prompt_prefix)
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets)
-            if any(distilled[i] for i in batch_rows):
-                loss = loss + cfg.distill.weight * _distill_term(logits, keep, batch_rows, distilled, row_ids,
-                                                                 teacher, cfg.distill.temperature)
-            (loss / len(micro)).backward()
-            step_loss += loss.item() / len(micro)
-            tokens += int(batch["attention_mask"].sum())
-            target_tokens += int((batch["labels"] != IGNORE_INDEX).sum())
-            padded += batch["input_ids"].numel()
+            loss = micro_batch_loss(batch_rows)
+            if loss is not None:
+                scaled = loss / len(micro)
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                step_loss += loss.item() / len(micro)
+            # what the whole micro-batch ran, as one process pads it (every process counts it alike)
+            tokens += sum(len(encoded[i][0]) for i in batch_rows)
+            target_tokens += sum(len(target_lens[i]) for i in batch_rows)
+            padded += len(batch_rows) * max(len(encoded[i][0]) for i in batch_rows)
+        if parallel is not None:
+            step_loss = parallel.sum_gradients(params, step_loss)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         lr = scheduler.get_last_lr()[0]  # the rate this update runs at
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(step_loss)
         lrs.append(lr)
-        with log_path.open("a") as fh:
-            fh.write(json.dumps({"step": step + 1, "loss": step_loss, "lr": lr}) + "\n")
+        if main:
+            with log_path.open("a") as fh:
+                fh.write(json.dumps({"step": step + 1, "loss": step_loss, "lr": lr}) + "\n")
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}")
         if on_step is not None:
@@ -472,8 +554,13 @@ def train_stage(
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total_steps:
             counters = {"tokens": tokens, "target_tokens": target_tokens, "padded": padded,
                         "seconds": time.time() - started, "probe": probed}
-            _save_checkpoint(model, optimizer, scheduler, step + 1, counters, work_dir)
+            if main:
+                _save_checkpoint(model, optimizer, scheduler, step + 1, counters, work_dir, scaler)
+            if parallel is not None:
+                parallel.barrier()
     bar.close()
+    if not main:  # the other processes hold the same adapter: one writes it
+        return None
     model.save_pretrained(work_dir / "adapter")
     make_portable(work_dir / "adapter", model_dir)
     if plan.keep_optimizer:

@@ -35,6 +35,15 @@ NOT_IN_KEY = ("root", "data_dir")
 
 def artifact_key(kind: str, modules: tuple[str, ...], parameters: dict[str, Any]) -> str:
     inputs = {k: v for k, v in parameters.items() if k not in NOT_IN_KEY}
+    # the hardware a box ran on, by what changes its numbers: the device kind and dtype, never the
+    # GPU index; nothing for the CPU in fp32 (``promptintern.device.Hardware.key_material``)
+    hardware = inputs.pop("hardware", None)
+    if hardware:
+        from promptintern.device import Hardware
+
+        material = Hardware(**hardware).key_material()
+        if material:
+            inputs["hardware"] = material
     return stable_hash({"kind": kind, "inputs": inputs, "code": code_version(*modules),
                         "versions": package_versions()})
 

@@ -109,6 +109,13 @@ class ProgressRate:
         return True
 
 
+def _hardware(hardware: dict | None):
+    """The resolved ``promptintern.device.Hardware`` a box was given as {device, dtype} (None: the CPU)."""
+    from promptintern.device import Hardware
+
+    return Hardware(**hardware) if hardware else None
+
+
 def _path(root: str, rel: str | None) -> Path | None:
     return None if rel is None else Path(root) / rel
 
@@ -141,11 +148,11 @@ def load_dataset_task(root: str, dataset: str, data_dir: str, data_digest: str, 
 
 @_cached("templates", name="compress-template")
 def compress_template_task(root: str, dataset_dir: str, tau: float, compression: CompressionConfig,
-                           compressor_dir: str) -> str:
+                           compressor_dir: str, hardware: dict | None = None) -> str:
     """The template at rate tau (llmlingua on a local model; tau = 1 keeps it verbatim)."""
     params = dict(locals())
     rel = materialize("templates", CODE["templates"], params, lambda out: pipeline.compress(
-        _path(root, dataset_dir), tau, compression, _path(root, compressor_dir), out))
+        _path(root, dataset_dir), tau, compression, _path(root, compressor_dir), out, _hardware(hardware)))
     _log_json(f"template tau={tau}", Path(root) / rel)
     return rel
 
@@ -178,7 +185,8 @@ def shard_task(root: str, dataset_dir: str, template_dir: str | None, bank_dir: 
 def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir: str | None,
                      lora: LoraSettings, train: TrainSettings, plan: StagePlan, probe_shard_dir: str | None = None,
                      dataset_dir: str | None = None, probe_generation: tuple[int, int] = (64, 8),
-                     teacher_dir: str | None = None, distill_form: tuple[float, int] | None = None) -> str:
+                     teacher_dir: str | None = None, distill_form: tuple[float, int] | None = None,
+                     hardware: dict | None = None) -> str:
     """LoRA fine-tuning on one stage's shard, starting from the previous stage's adapter (and, when
     the plan says so, its optimizer state), for the plan's optimizer steps; with ``train.adaptive``
     and a probe shard (dev rows in the next stage's form), until their score stops improving."""
@@ -197,7 +205,7 @@ def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir
         _path(root, model_dir), _path(root, shard_dir), _path(root, init_adapter_dir), lora, train,
         stage, out, on_step=on_step, plan=plan, probe_shard_dir=_path(root, probe_shard_dir),
         dataset_dir=_path(root, dataset_dir), probe_generation=tuple(probe_generation),
-        teacher_dir=_path(root, teacher_dir), distill_form=distill_form))
+        teacher_dir=_path(root, teacher_dir), distill_form=distill_form, hardware=_hardware(hardware)))
     update_progress_artifact(progress, 100.0)  # also when another run had built the folder meanwhile
     _log_json(f"stage {stage}", Path(root) / rel)
     return rel
@@ -205,23 +213,25 @@ def train_stage_task(root: str, model_dir: str, shard_dir: str, init_adapter_dir
 
 @_cached("teachers", name="teacher-logits")
 def teacher_logits_task(root: str, model_dir: str, adapter_dir: str | None, shard_dir: str, top_k: int,
-                        max_seq_len: int, temperature: float) -> str:
+                        max_seq_len: int, temperature: float, hardware: dict | None = None) -> str:
     """The distillation teacher's top-k answer logits on the full-prompt rows: computed once, read
     by every stage that distills."""
     params = dict(locals())
     rel = materialize("teachers", CODE["teachers"], params, lambda out: pipeline.teacher_logits(
         _path(root, model_dir), _path(root, adapter_dir), _path(root, shard_dir), top_k, max_seq_len, temperature,
-        out))
+        out, _hardware(hardware)))
     _log_json("teacher logits", Path(root) / rel)
     return rel
 
 
 @_cached("merged", name="merge-adapter")
-def merge_task(root: str, model_dir: str, adapter_dir: str) -> str:
-    """Fold the adapter into the base weights; verified on a probe batch."""
+def merge_task(root: str, model_dir: str, adapter_dir: str, hardware: dict | None = None,
+               quantized: bool = False) -> str:
+    """Fold the adapter into the base weights (de-quantized when it was trained on a 4-bit base);
+    verified on a probe batch."""
     params = dict(locals())
     rel = materialize("merged", CODE["merged"], params, lambda out: pipeline.merge(
-        _path(root, model_dir), _path(root, adapter_dir), out))
+        _path(root, model_dir), _path(root, adapter_dir), out, _hardware(hardware), quantized))
     _log_json("merge check", Path(root) / rel, "merge_check.json")
     return rel
 
@@ -239,11 +249,12 @@ def serving_task(root: str, merged_dir: str, dataset_dir: str, template_dir: str
 
 @_cached("evals", name="benchmark")
 def benchmark_task(root: str, model_dir: str, dataset_dir: str, template_dir: str | None,
-                   bank_dir: str | None, k: int, eval: EvalSettings, label: str, chat: str = "off") -> str:
+                   bank_dir: str | None, k: int, eval: EvalSettings, label: str, chat: str = "off",
+                   hardware: dict | None = None) -> str:
     """Generate and score the test rows with one prompt form; time it and count tokens."""
     params = dict(locals())
     rel = materialize("evals", CODE["evals"], params, lambda out: pipeline.benchmark(
         _path(root, model_dir), _path(root, dataset_dir), _path(root, template_dir),
-        _path(root, bank_dir), k, eval, label, out, chat))
+        _path(root, bank_dir), k, eval, label, out, chat, _hardware(hardware)))
     _log_json(label, Path(root) / rel, "metrics.json")
     return rel

@@ -129,7 +129,7 @@ def test_a_bad_row_inside_a_flow_is_one_closing_message(tmp_path):
 
 
 @pytest.mark.parametrize("call, phrases", [
-    (lambda: preset("huge"), ["unknown preset 'huge'", "['cpu-demo', 'cpu-repro', 'paper', 'tiny']"]),
+    (lambda: preset("huge"), ["unknown preset 'huge'", "['cpu-demo', 'cpu-repro', 'gpu-1b', 'gpu-7b', 'paper', 'tiny']"]),
     (lambda: variant_config("promptintern-turbo", "tiny"),
      ["unknown variant 'promptintern-turbo'", "'direct-no-template'", "'promptintern-tau-floor-0.3'"]),
     (lambda: variant_config("promptintern", "huge"), ["unknown preset 'huge'", "allowed"]),

@@ -37,7 +37,7 @@ def test_drops_the_words_of_least_self_information(monkeypatch):
     words = text.split()
     surprise = {"alpha": 5.0, "beta": 1.0, "gamma": 9.0, "delta": 2.0, "epsilon": 7.0, "zeta": 3.0}
 
-    def fake_self_information(text_, model_dir):  # one token per word
+    def fake_self_information(text_, model_dir, hardware=None):  # one token per word
         spans, pos = [], 0
         for word in words:
             start = text_.index(word, pos)
@@ -95,7 +95,7 @@ def test_text_longer_than_the_context_is_scored_in_windows(tiny_model_dir, monke
     from promptintern.compress import cached_compressor
 
     whole = selective.self_information(TEMPLATE, str(tiny_model_dir.resolve()))[1]
-    (model, _), _ = cached_compressor(("selective-context", str(tiny_model_dir.resolve())), lambda: None)
+    (model, _), _ = cached_compressor(("selective-context", str(tiny_model_dir.resolve()), None), lambda: None)
     monkeypatch.setattr(model.config, "max_position_embeddings", 65)  # windows of 64 tokens
     offsets, windowed = selective.self_information(TEMPLATE, str(tiny_model_dir.resolve()))
     assert len(windowed) == len(whole) == len(offsets) > 128

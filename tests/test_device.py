@@ -1,6 +1,5 @@
 """Device and dtype settings resolve to what the machine can do, and only what changes results
-reaches cache keys (the GPU path's CPU-testable part; issue 19). The boxes do not take these
-settings yet: ``promptintern.device`` is the piece they will be given."""
+reaches cache keys (the GPU path's CPU-testable part; issue 19)."""
 
 from __future__ import annotations
 
@@ -56,3 +55,46 @@ def test_tf32_is_turned_on_for_cuda_only(monkeypatch):
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before[0]
         torch.set_float32_matmul_precision(before[1])
+
+
+def test_a_box_key_holds_the_device_kind_and_dtype_never_the_gpu_index():
+    from tasks.caching import artifact_key
+
+    def key(hardware):
+        params = {"root": "/r", "model_dir": "models/x", "eval": {"batch_size": 8}}
+        return artifact_key("evals", ("promptintern.generate",), {**params, **({"hardware": hardware}
+                                                                                 if hardware is not None else {})})
+
+    cpu = key({"device": "cpu", "dtype": "fp32"})
+    assert cpu == key(None)  # the CPU in fp32: the keys boxes had before the setting
+    assert key({"device": "cuda:0", "dtype": "bf16"}) == key({"device": "cuda:3", "dtype": "bf16"})
+    assert len({cpu, key({"device": "cuda", "dtype": "bf16"}), key({"device": "cuda", "dtype": "fp16"}),
+                key({"device": "cpu", "dtype": "bf16"})}) == 4
+
+
+def test_the_hardware_settings_validate_by_key():
+    from promptintern.config import ConfigError, preset
+
+    assert preset("tiny").hardware.resolve() == resolve("auto", "auto")
+    with pytest.raises(ConfigError, match=r"hardware.device='gpu0': allowed auto, cpu, cuda, cuda:<index>"):
+        preset("tiny", {"hardware": {"device": "gpu0"}})
+    with pytest.raises(ConfigError, match=r"hardware.dtype"):
+        preset("tiny", {"hardware": {"dtype": "fp8"}})
+    with pytest.raises(ConfigError, match=r"train.quantize_base='4bit' needs a CUDA GPU"):
+        preset("tiny", {"hardware": {"device": "cpu"}, "train": {"quantize_base": "4bit"}})
+    with pytest.raises(ConfigError, match=r"train.processes=2 with train.adaptive"):
+        preset("tiny", {"train": {"processes": 2, "adaptive": {"dev_split": "dev"}}, "dataset": "nl2bash"})
+
+
+def test_the_gpu_presets_carry_the_papers_recipe():
+    from promptintern.config import preset
+
+    for name in ("gpu-1b", "gpu-7b"):
+        nl2bash, mbpp = preset(name), preset(name, {"dataset": "mbpp"})
+        # NL2Bash: 12 epochs at an effective batch of 128; MBPP: 6 epochs at 16 (the paper's appendix)
+        assert nl2bash.train.total_epochs == 12 and nl2bash.train.batch_size * nl2bash.train.grad_accum == 128
+        assert mbpp.train.total_epochs == 6 and mbpp.train.batch_size * mbpp.train.grad_accum == 16
+        assert (nl2bash.schedule.k0, mbpp.schedule.k0, nl2bash.lora.r) == (10, 5, 32)
+        assert nl2bash.hardware.device == "auto" and nl2bash.train_subset is None
+    assert preset("gpu-7b").train.gradient_checkpointing and preset("gpu-7b").model == "meta-llama/Llama-2-7b-hf"
+    assert preset("gpu-7b", {"model": "/models/my-7b"}).model == "/models/my-7b"

@@ -128,3 +128,32 @@ def test_distillation_joins_the_loss_of_the_rows_in_the_inference_form(tiny_mode
     kd = distill_loss(logits, idx, val, logz, 2.0).item()
     assert plain_log[0]["loss"] == pytest.approx(ce, rel=1e-4)
     assert kd_log[0]["loss"] == pytest.approx(ce + kd, rel=1e-4) and kd > 0
+
+
+def test_two_processes_distill_as_one_does(tiny_model_dir, tmp_path):
+    """Data-parallel (2 gloo processes) with the distillation term: each process weighs its slice's KL
+    by its share of the micro-batch's distilled tokens, so the adapter is one process's (to 1e-5)."""
+    from safetensors.torch import load_file
+
+    from promptintern.config import DistillSettings
+    from promptintern.launch import train_stage_parallel
+    from promptintern.teacher import write_teacher_logits
+    from promptintern.train import train_stage
+
+    tok = load_tokenizer(tiny_model_dir)
+    _, full, query = _shards(tmp_path, tok)
+    teacher_dir = tmp_path / "teacher"
+    teacher_dir.mkdir()
+    write_teacher_logits(tiny_model_dir, None, full, teacher_dir, top_k=8, max_seq_len=256, temperature=2.0)
+    cfg = TrainSettings(batch_size=5, lr=1e-2, epochs_per_stage=2, checkpoint_every=100,
+                        distill=DistillSettings(weight=1.0, temperature=2.0, top_k=8))
+    train_stage(tiny_model_dir, query, tmp_path / "one", LORA, cfg, stage=1, teacher=TeacherLogits(teacher_dir),
+                distill_form=(0.0, 0))
+    train_stage_parallel(tiny_model_dir, query, tmp_path / "two", LORA, cfg.model_copy(update={"processes": 2}),
+                         stage=1, teacher=TeacherLogits(teacher_dir), distill_form=(0.0, 0))
+    one, two = ([json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+                for name in ("one", "two"))
+    assert two == pytest.approx(one, rel=1e-5)
+    a, b = (load_file(str(tmp_path / name / "adapter" / "adapter_model.safetensors")) for name in ("one", "two"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-5)

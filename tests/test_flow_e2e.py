@@ -167,6 +167,36 @@ def test_a_late_parameter_recomputes_only_downstream(first_run):
     assert recomputed == {"benchmark", "package-for-serving", "report"}  # serving.json records max_new_tokens
 
 
+def test_the_hardware_setting_reaches_every_box_that_runs_a_model(first_run, tmp_path):
+    """The CPU in fp32 spelled out is the default's run, every box Cached; bf16 weights recompute the
+    boxes that run a model (compressor, training, merge, benchmark) and what is made from them (the
+    compressed template's shard, the serving folder), and they say so."""
+    import shutil
+
+    cfg, first_root, _, _ = first_run
+    root = tmp_path / "artifacts"  # a copy: the other tests read the first run's folders
+    shutil.copytree(first_root, root)
+
+    def on(dtype):
+        return cfg.model_copy(update={"hardware": cfg.hardware.model_copy(update={"device": "cpu", "dtype": dtype})})
+
+    _, states = _run(on("fp32"), root)
+    assert all(s == "Cached" for name, names in states.items() if name != "report" for s in names), states
+    _, states = _run(on("bf16"), root)
+    recomputed = {name for name, s in states.items() if "Completed" in s}
+    assert recomputed == {"compress-template", "materialize-shard", "train-stage", "merge-adapter",
+                          "package-for-serving", "benchmark", "report"}, states
+    assert states["prepare-model"] == states["load-dataset"] == states["build-retrieval-bank"] == ["Cached"]
+    # the verbatim template runs no model: its box, and the shards of the verbatim and no-template
+    # stages, are the fp32 run's; the tau 0.5 template was scored in bf16
+    assert states["compress-template"].count("Cached") == 1 and sorted(set(states["materialize-shard"])) == \
+        ["Cached", "Completed"]
+    metrics = [json.loads(p.read_text()) for p in (root / "evals").glob("*/metrics.json")]
+    assert {m["decoding"] for m in metrics if m.get("device") == "cpu"} == {"greedy", "greedy, bf16 weights"}
+    checks = [json.loads(p.read_text()) for p in (root / "merged").glob("*/merge_check.json")]
+    assert {c.get("saved_dtype") for c in checks} == {"fp32", "bf16"}
+
+
 def test_a_deleted_folder_recomputes_only_its_task(first_run):
     cfg, root, _, _ = first_run
     merged = next(p for p in (root / "merged").iterdir() if not p.name.startswith("."))

@@ -21,6 +21,6 @@ def test_the_device_check_runs_on_a_cpu_and_skips_the_gpu_rows_with_a_line(tmp_p
     assert result["shared_prefix"]["ok"] and result["shared_prefix"]["loss_diff"] <= 1e-5
     assert result["prefix_cache"]["ok"] and result["prefix_cache"]["prefix_tokens"] > 0
     assert 20 < result["memory"]["estimate_gb"] < 30  # 12.55 GB of bf16 weights + activations of 1,024 tokens
-    for gpu_only in ("train_7b", "generate_7b"):
+    for gpu_only in ("train_7b", "generate_7b", "qlora"):
         assert result[gpu_only] == {"skipped": "no CUDA GPU here: not yet measured on a GPU"}
     assert "train_7b       no CUDA GPU here: not yet measured on a GPU" in run.stdout

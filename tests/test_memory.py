@@ -20,10 +20,12 @@ def test_parameters_are_counted_exactly_without_loading_a_weight(tiny_model_dir)
 
     model = load_model(tiny_model_dir)
     base = sum(p.numel() for p in model.parameters())
+    layers_linear = sum(m.weight.numel() for m in model.get_decoder().modules() if type(m) is torch.nn.Linear)
     peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05,
                                             target_modules=LORA["target_modules"], task_type="CAUSAL_LM"))
     trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
-    assert parameter_counts(tiny_model_dir, LORA) == {"total": base, "trainable": trainable}
+    assert parameter_counts(tiny_model_dir, LORA) == {"total": base, "trainable": trainable,
+                                                      "quantizable": layers_linear}
     est = estimate_training(tiny_model_dir, LORA, batch_size=4, seq_len=128, answer_tokens=20)
     assert est.weights == base * 4 and est.trainable == trainable * 16  # fp32 weight, grad, two moments
 
@@ -45,6 +47,35 @@ def test_a_7b_shaped_model_is_estimated_on_the_meta_device(tmp_path):
     eager = estimate_training(tmp_path, {**LORA, "r": 32}, batch_size=2, seq_len=1024, answer_tokens=64,
                               dtype="bf16", device="cuda", attention="eager")
     assert eager.activations > two.activations  # the attention probabilities, quadratic in the length
+
+
+def test_checkpointing_and_a_4bit_base_shrink_what_they_should_and_the_shortfall_names_them(tmp_path):
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+              "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "num_key_value_heads": 32, "vocab_size": 32000, "tie_word_embeddings": False}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    lora = {**LORA, "r": 32}
+    plain = estimate_training(tmp_path, lora, batch_size=8, seq_len=2048, answer_tokens=64, dtype="bf16",
+                              device="cuda")
+    # an 80 GB GPU: ~212 GB of activations -> checkpointing; the 12.6 GB of weights are not the problem
+    problem = shortfall(plain, 80 * GB)
+    assert "lower set train.gradient_checkpointing=true" in problem and "quantize_base" not in problem
+    # a 24 GB GPU: checkpointing first, then the 4-bit base (the weights are half the GPU)
+    problem = shortfall(plain, 24 * GB)
+    assert problem.index("gradient_checkpointing") < problem.index("train.quantize_base=4bit")
+    ckpt = estimate_training(tmp_path, lora, batch_size=8, seq_len=2048, answer_tokens=64, dtype="bf16",
+                             device="cuda", gradient_checkpointing=True)
+    # each of the 32 layers keeps its bf16 input (8 x 2048 x 4096 x 2 bytes), plus one layer's whole set
+    assert ckpt.activations == pytest.approx(32 * 8 * 2048 * 4096 * 2 + plain.activations / 32, rel=1e-6)
+    assert ckpt.activations < plain.activations / 5 and ckpt.weights == plain.weights
+    q = estimate_training(tmp_path, lora, batch_size=8, seq_len=2048, answer_tokens=64, dtype="bf16",
+                          device="cuda", gradient_checkpointing=True, quantize="4bit")
+    quantized = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)  # q k v o, gate up down in every layer
+    assert q.weights == pytest.approx((6_738_415_616 - quantized) * 2 + quantized * (4 + 0.127) / 8, rel=1e-6)
+    assert 3.5 < q.weights / GB < 3.7 and q.activations == ckpt.activations
+    # weights that do not fit at all in bf16: the 4-bit base is the first thing to try
+    assert shortfall(plain, 10 * GB).startswith("a training step needs") and \
+        "set train.quantize_base=4bit" in shortfall(plain, 10 * GB)
 
 
 def test_one_layers_activations_match_what_autograd_keeps_on_a_real_run(tiny_model_dir):

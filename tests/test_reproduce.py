@@ -427,3 +427,22 @@ def test_the_tables_say_how_many_tokens_each_row_trained_on():
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     row = dict(zip(header, [c.strip() for c in lines[2].strip("|").split("|")]))
     assert row["train steps"] == "48" and row["train tokens"] == "7.6k"
+
+
+def test_settings_added_since_leave_the_digests_of_published_rows_unchanged():
+    """The hardware section, eval.precision's None (= the hardware's dtype), gradient checkpointing,
+    data-parallel processes and the 4-bit base came after map-64's token-budget rows: on the CPU in
+    fp32, with those settings off, the rows' digests are the recorded ones, so ``--resume`` keeps them."""
+    from flows.reproduce import config_digest, variant_config
+    from promptintern.results import PARTS
+
+    record = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "map-64.json").read_text())
+    for variant in ("direct-no-template-26-passes", "direct-no-template-54-passes"):
+        _, cfg = variant_config(PARTS["map-64"], variant)
+        assert config_digest(cfg) == record["runs"][variant]["config_digest"], variant
+        explicit = cfg.model_copy(update={"hardware": cfg.hardware.model_copy(update={"device": "cpu", "dtype": "fp32"}),
+                                          "train": cfg.train.model_copy(update={"gradient_checkpointing": True,
+                                                                                "processes": 2})})
+        assert config_digest(explicit) == config_digest(cfg)  # same numbers up to floating-point order
+        bf16 = cfg.model_copy(update={"hardware": cfg.hardware.model_copy(update={"device": "cpu", "dtype": "bf16"})})
+        assert config_digest(bf16) != config_digest(cfg)  # other numbers: another row
