@@ -240,8 +240,8 @@ class TrainSettings(_Strict):
                           "dev rows; None: fixed lengths (stage_weights / epochs)")
     gradient_checkpointing: bool = Field(
         False, description="recompute each decoder layer's activations in the backward pass instead of keeping "
-                           "them: activation memory falls from every layer's to one layer's, a step costs ~1.3x; "
-                           "same loss and gradients")
+                           "them: activation memory falls from every layer's to one layer's plus each layer's input, "
+                           "for one more forward pass a step; same loss and gradients")
     quantize_base: Literal["4bit"] | None = Field(
         None, description="4bit: the frozen base in NF4 through bitsandbytes (QLoRA; CUDA and the gpu extra), "
                           "for models whose bf16 weights do not fit; the merge folds the adapter into the "
