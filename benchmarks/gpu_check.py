@@ -252,7 +252,7 @@ def qlora_check(model_dir: Path, hw) -> dict:
                              cfg, stage=1, hardware=hw)
         check = merge_adapter(model_dir, tmp / "stage" / "adapter", tmp / "merged", hardware=hw, quantized=True)
     return {"loss": [round(report.first_loss, 3), round(report.final_loss, 3)], **check,
-            "ok": check["max_abs_logit_diff"] <= check["atol"]}
+            "ok": check["max_abs_logit_diff"] <= check["tolerance"]}
 
 
 def main() -> int:

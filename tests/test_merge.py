@@ -35,3 +35,19 @@ def test_merged_model_reproduces_base_plus_adapter_logits(tiny_model_dir, tmp_pa
         ref = PeftModel.from_pretrained(load_model(tiny_model_dir), str(adapter))(**batch).logits
     assert torch.allclose(merged, ref, atol=1e-4)
     assert not any("lora" in k for k in json.loads((tmp_path / "merged" / "config.json").read_text()))
+
+
+def test_the_check_scales_with_the_logits_and_catches_a_merge_that_drops_the_adapter(tiny_model_dir, tmp_path,
+                                                                                    monkeypatch):
+    import pytest
+    from peft.tuners.tuners_utils import BaseTuner
+
+    adapter = _random_adapter(tiny_model_dir, tmp_path / "adapter")
+    check = merge_adapter(tiny_model_dir, adapter, tmp_path / "merged")
+    # rounding grows with the logits: the bound is atol + rtol x the largest |logit|
+    assert check["tolerance"] > check["atol"] and check["max_abs_logit_diff"] <= check["tolerance"]
+    assert check["tolerance"] < check["adapter_effect_max_abs"] / 10  # far below what a broken merge is off by
+    monkeypatch.setattr(BaseTuner, "merge_and_unload", lambda self, *a, **k: self.unload())  # merges nothing
+    with pytest.raises(RuntimeError, match="the merge is broken"):
+        merge_adapter(tiny_model_dir, adapter, tmp_path / "broken")
+    assert not (tmp_path / "broken").exists()
