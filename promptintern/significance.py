@@ -110,3 +110,37 @@ def _same_length(systems: dict[str, Sequence]) -> int:
     if len(set(lengths.values())) != 1:
         raise ValueError(f"systems must be scored on the same rows; lengths: {lengths}")
     return next(iter(lengths.values()))
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """``python -m promptintern.significance BASELINE.jsonl OTHER.jsonl [...] [--metric bleu]``: any two
+    or more published answer files compared on their common test rows (the tables compare against
+    their own baseline row only; this compares any pair, e.g. two rows of different groups)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(prog="python -m promptintern.significance", description=main.__doc__)
+    ap.add_argument("files", nargs="+", type=Path, help="predictions .jsonl files; the first is the baseline")
+    ap.add_argument("--metric", default="bleu", choices=("bleu", "pass@1", "exact_match"))
+    ap.add_argument("--samples", type=int, default=SAMPLES)
+    args = ap.parse_args(argv)
+    if len(args.files) < 2:
+        ap.error("give a baseline and at least one other predictions file")
+    systems = {}
+    for path in args.files:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        systems[path.name.removesuffix(".jsonl")] = [json.loads(line) for line in lines if line.strip()]
+    if len(systems) < len(args.files):
+        ap.error("two files share a name: compare files with distinct names")
+    result = paired_bootstrap(args.metric, systems, args.files[0].name.removesuffix(".jsonl"), args.samples)
+    print(f"{result['metric']} on {result['rows']} rows, {result['n_samples']} resamples (seed {result['seed']}), "
+          f"p against {result['baseline']}; {result['method']}")
+    for name, s in result["systems"].items():
+        p = "baseline" if s["p_value"] is None else f"p {s['p_value']:.3f}"
+        print(f"  {name:<48} {s['score']:7.2f}  (95% CI +/- {s['ci']:.2f})  {p}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

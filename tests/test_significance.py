@@ -83,3 +83,21 @@ def test_published_answers_keep_what_rescoring_needs(tmp_path):
     rows = read_predictions(export_predictions(code, tmp_path / "out" / "code.jsonl"))
     assert rows == [{"id": 11, "prediction": "def f(): pass", "exec_status": "failed", "exec_detail": "AssertionError"}]
     assert list(row_scores("pass@1", rows)) == [0.0]
+
+
+def test_the_command_compares_any_two_published_answer_files(tmp_path, capsys):
+    import json
+
+    from promptintern.significance import main
+
+    refs = [f"find dir{i} -name '*.py' -type f -print" for i in range(40)]
+    good = [{"prediction": r, "reference": r} for r in refs]
+    bad = [{"prediction": "echo" if i % 2 else r, "reference": r} for i, r in enumerate(refs)]
+    for name, rows in (("a", good), ("b", bad), ("c", good)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = main([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), str(tmp_path / "c.jsonl"),
+                   "--samples", "200"])
+    assert result["baseline"] == "a" and result["systems"]["a"]["score"] == pytest.approx(100.0)
+    assert result["systems"]["b"]["score"] < 90.0 and result["systems"]["b"]["p_value"] < 0.05
+    assert result["systems"]["c"]["p_value"] == 1.0  # the same answers
+    assert "p against a" in capsys.readouterr().out
