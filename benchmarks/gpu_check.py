@@ -18,8 +18,8 @@ Checks, in order (each a row of the table and a key of the JSON line):
 5. ``flow``: the tiny preset's flow end to end on the example task, every box on the resolved device
    (``hardware.device: auto``), its wall time.
 6. GPU only (skipped with a line on a CPU): ``train_7b``: a LoRA stage's step on the 7B-shaped model
-   in bf16, tokens/s and model FLOP utilisation beside HF's own loss path (``model(**batch).loss``,
-   what ``Trainer`` calls) on the same batches, peak memory against ``promptintern.memory``'s
+   in bf16 (LoRA weights fp32, autocast, as the trainer runs it), tokens/s and model FLOP utilisation
+   beside a plain ``transformers.Trainer`` on the same batches, peak memory against ``promptintern.memory``'s
    estimate, and the same with gradient checkpointing; ``generate_7b``: batched greedy decoding
    tokens/s; ``qlora`` (with bitsandbytes installed): a tiny stage on a 4-bit base, merged into the
    de-quantized base, checked against base + adapter.
@@ -165,8 +165,6 @@ def _train_7b(hw, steps: int, batch: int, length: int, checkpointing: bool) -> d
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from promptintern.train import target_loss
-
     cfg = AutoConfig.for_model(**{k: v for k, v in LLAMA_7B.items() if k != "architectures"})
     torch.cuda.reset_peak_memory_stats()
     with torch.device(hw.device):
@@ -175,26 +173,17 @@ def _train_7b(hw, steps: int, batch: int, length: int, checkpointing: bool) -> d
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                              target_modules=LORA["target_modules"], task_type="CAUSAL_LM"))
+    for p in model.parameters():  # as the trainer holds them: LoRA weights fp32, the base in bf16
+        if p.requires_grad:
+            p.data = p.data.float()
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
     ids = torch.randint(0, cfg.vocab_size, (batch, length), device=hw.device)
     labels = ids.clone()
     labels[:, : length - 64] = -100  # 64 answer tokens a row, as a task's rows have
     batch_ = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     results = {}
-    for side in ("ours",) if checkpointing else ("ours", "hf"):
-        times = []
-        for step in range(steps + 1):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            loss = target_loss(model, batch_, share_prefix=False) if side == "ours" else model(**batch_).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            torch.cuda.synchronize()
-            if step:  # the first step warms up the kernels
-                times.append(time.perf_counter() - t0)
+    for side in ("ours",) if checkpointing else ("ours", "hf_trainer"):
+        times = (step_times_ours if side == "ours" else step_times_hf_trainer)(model, batch_, steps, hw)
         tokens_s = batch * length / (sum(times) / len(times))
         n = sum(p.numel() for p in model.parameters())
         flops_per_token = 4 * n  # forward 2N + backward through the frozen weights 2N (no weight grads)
@@ -202,11 +191,67 @@ def _train_7b(hw, steps: int, batch: int, length: int, checkpointing: bool) -> d
         results[side] = {"tokens_s": round(tokens_s, 1),
                          "mfu": round(tokens_s * flops_per_token / (peak * 1e12), 3) if peak else None}
     results["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
-    if "hf" in results:
-        results["speedup_vs_hf"] = round(results["ours"]["tokens_s"] / results["hf"]["tokens_s"], 2)
-    del model, optimizer
+    if "hf_trainer" in results:
+        results["speedup_vs_hf_trainer"] = round(results["ours"]["tokens_s"] / results["hf_trainer"]["tokens_s"], 2)
+    del model
     torch.cuda.empty_cache()
     return results
+
+
+def _sync(hw) -> None:
+    if hw.kind == "cuda":
+        torch.cuda.synchronize()
+
+
+def step_times_ours(model, batch: dict, steps: int, hw) -> list[float]:
+    """Seconds of each optimizer step after the first (kernel warm-up) of our trainer's path: the loss
+    on the answer positions only (``target_loss``), autocast to the hardware's dtype, AdamW."""
+    from promptintern.train import target_loss
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    times = []
+    for step in range(steps + 1):
+        _sync(hw)
+        t0 = time.perf_counter()
+        with torch.autocast(hw.kind, dtype=hw.torch_dtype, enabled=hw.dtype != "fp32"):
+            loss = target_loss(model, batch, share_prefix=False)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(hw)
+        if step:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def step_times_hf_trainer(model, batch: dict, steps: int, hw) -> list[float]:
+    """The same steps through a plain ``transformers.Trainer`` (its bf16 / fp16 autocast, AdamW, no
+    logging or saving), timed per optimizer step by a callback; the first step left out."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times, self.started = [], 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            _sync(hw)
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _sync(hw)
+            self.times.append(time.perf_counter() - self.started)
+
+    rows = [{k: v[i] for k, v in batch.items()} for i in range(batch["input_ids"].shape[0])]
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=len(rows), max_steps=steps + 1,
+                                 learning_rate=1e-4, bf16=hw.dtype == "bf16", fp16=hw.dtype == "fp16",
+                                 use_cpu=hw.kind == "cpu", report_to=[], save_strategy="no", logging_strategy="no",
+                                 dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
+        trainer = Trainer(model=model, args=args, train_dataset=rows * (steps + 1), callbacks=[timer],
+                          data_collator=lambda items: {k: torch.stack([it[k] for it in items]) for k in items[0]})
+        trainer.train()
+    return timer.times[1:]
 
 
 def generate_7b_check(hw, batch: int = 16, prompt: int = 256, new: int = 64) -> dict:
