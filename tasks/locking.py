@@ -61,10 +61,12 @@ def flocked(path: str | Path, remove: bool = False) -> Iterator[None]:
     meanwhile starts over on the new one."""
     path = Path(path)
     while True:
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except FileNotFoundError:  # the folder was removed between mkdir and open: again
+        except (FileNotFoundError, FileExistsError):
+            # a holder removed the folder between mkdir and open, or between mkdir's own os.mkdir and
+            # its is_dir() check (pathlib then re-raises FileExistsError: seen once in CI): again
             continue
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:

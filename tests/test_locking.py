@@ -112,3 +112,26 @@ def test_a_removing_lock_excludes_and_leaves_no_file(tmp_path):
     with flocked(tmp_path / "kept" / ".l.lock", remove=True):
         pass
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["other"]  # a folder in use stays
+
+
+def test_a_lock_folder_removed_during_mkdir_is_made_again(tmp_path, monkeypatch):
+    """pathlib's mkdir(exist_ok=True) re-raises FileExistsError when the folder it found existing is
+    gone by its is_dir() check (a removing holder's rmdir in between: seen once in CI); the taker
+    starts over instead of failing."""
+    from pathlib import Path
+
+    from tasks.locking import flocked
+
+    real_mkdir, calls = Path.mkdir, []
+
+    def racing_mkdir(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == 1:
+            raise FileExistsError(17, "File exists", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    path = tmp_path / "kind" / ".partial-k.lock"
+    with flocked(path, remove=True):
+        assert path.exists()
+    assert len(calls) == 2 and not path.parent.exists()
