@@ -155,7 +155,8 @@ def estimate_training(model_dir: str | Path, lora: dict, batch_size: int, seq_le
     counts = parameter_counts(model_dir, lora)
     layers = int(config["num_hidden_layers"])
     a, c = _layer_cost(json.dumps(config, sort_keys=True), dtype, json.dumps(lora, sort_keys=True, default=list))
-    shared = min(max(0, shared_prefix), seq_len - 1) if batch_size > 1 else 0
+    # the trainer runs rows whole under checkpointing (train.py), so no prefix is shared then
+    shared = min(max(0, shared_prefix), seq_len - 1) if batch_size > 1 and not gradient_checkpointing else 0
     # the shared prefix's layers run for one row, every row's own suffix for each
     per_batch = a * (shared + batch_size * (seq_len - shared)) + (c * batch_size * seq_len**2
                                                                   if attention == "eager" else 0.0)
@@ -165,11 +166,9 @@ def estimate_training(model_dir: str | Path, lora: dict, batch_size: int, seq_le
     # outside the layers: the embeddings' output, the final norm, and per answer token the head's
     # input, fp32 logits, their log-softmax and the gradient of the logits
     outside = batch_size * (seq_len * hidden * DTYPE_BYTES[dtype] * 3 + answers * (hidden * 4 + vocab * 4 * 3))
-    activations = layers * per_batch
-    if gradient_checkpointing:
-        shared = 0  # the trainer runs rows whole under checkpointing (train.py)
-        per_batch = a * batch_size * seq_len + (c * batch_size * seq_len**2 if attention == "eager" else 0.0)
-        activations = layers * batch_size * seq_len * hidden * DTYPE_BYTES[dtype] + per_batch
+    # checkpointed: every layer keeps its input, one layer at a time its whole set (in the recompute)
+    activations = (layers * batch_size * seq_len * hidden * DTYPE_BYTES[dtype] + per_batch
+                   if gradient_checkpointing else layers * per_batch)
     weights = counts["total"] * DTYPE_BYTES[dtype]
     if quantize == "4bit":
         weights -= int(counts["quantizable"] * (DTYPE_BYTES[dtype] - NF4_BYTES))

@@ -46,8 +46,6 @@ def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
     reports how far the 4-bit forward with the adapter is from the merged model."""
     from peft import PeftModel
 
-    from promptintern.device import Hardware
-
     tokenizer = load_tokenizer(model_dir)
     batch = probe_batch(tokenizer)
     mask = batch["attention_mask"].bool()
@@ -66,7 +64,7 @@ def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
     merged.eval()
     got = _logits(merged, batch)[mask]
     max_diff = float((got - reference).abs().max())
-    save_dtype = (hardware or Hardware("cpu", "fp32")).dtype
+    save_dtype = hardware.dtype if hardware is not None else "fp32"
     check |= {"probe_tokens": int(mask.sum()), "max_abs_logit_diff": max_diff,
               "adapter_effect_max_abs": base_diff, "atol": atol, "rtol": rtol,
               "tolerance": atol + rtol * float(reference.abs().max()), "saved_dtype": save_dtype}
@@ -77,7 +75,7 @@ def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
                            f"(atol {atol} + rtol {rtol} x the largest logit): the merge is broken")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     if save_dtype != "fp32":
-        merged = merged.to(Hardware("cpu", save_dtype).torch_dtype)
+        merged = merged.to(hardware.torch_dtype)
     merged.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return check

@@ -368,15 +368,17 @@ def train(model_dir: Path, shard_dir: Path, init_adapter_dir: Path | None, lora:
         from promptintern.probe import stage_probe
 
         probe = stage_probe(model_dir, probe_shard_dir, dataset_dir, cfg.adaptive, cfg.max_seq_len, *probe_generation)
-    if cfg.processes > 1:
-        from promptintern.launch import train_stage_parallel as train_stage  # noqa: F811 (same signature)
+    if cfg.processes > 1:  # the same signature, the stage spread over torchrun's processes
+        from promptintern.launch import train_stage_parallel as run_stage
+    else:
+        run_stage = train_stage
 
     check_rows_fit_context(model_dir, shard_dir, cfg)
     with resource_errors(f"LoRA training of stage {stage} at batch_size={cfg.batch_size}, "
                          f"max_seq_len={cfg.max_seq_len}", out,
                          memory_hint="lower train.batch_size (raise train.grad_accum to keep the "
                                      "effective batch) or train.max_seq_len"):
-        report = train_stage(model_dir, shard_dir / "shard.parquet", out, lora, cfg, stage,
+        report = run_stage(model_dir, shard_dir / "shard.parquet", out, lora, cfg, stage,
                              init_adapter=(init_adapter_dir / "adapter") if init_adapter_dir else None,
                              on_step=on_step, plan=plan, probe=probe,
                              teacher=TeacherLogits(teacher_dir) if cfg.distill and teacher_dir else None,

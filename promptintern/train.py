@@ -506,9 +506,9 @@ def train_stage(
         return loss
 
     def answer_tokens(batch_rows, distilled_only: bool = False) -> int:
-        return sum(len(target_lens[i]) for i in batch_rows if distilled[i] or not distilled_only)
+        return sum(answer_lens[i] for i in batch_rows if distilled[i] or not distilled_only)
 
-    target_lens = [[t for t in labels[1:] if t != IGNORE_INDEX] for _, labels in encoded]
+    answer_lens = [sum(t != IGNORE_INDEX for t in labels[1:]) for _, labels in encoded]
     for step in range(start_step, total_steps):
         micro = batches[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
         step_loss = 0.0
@@ -520,7 +520,7 @@ def train_stage(
                 step_loss += loss.item() / len(micro)
             # what the whole micro-batch ran, as one process pads it (every process counts it alike)
             tokens += sum(len(encoded[i][0]) for i in batch_rows)
-            target_tokens += sum(len(target_lens[i]) for i in batch_rows)
+            target_tokens += answer_tokens(batch_rows)
             padded += len(batch_rows) * max(len(encoded[i][0]) for i in batch_rows)
         if parallel is not None:
             step_loss = parallel.sum_gradients(params, step_loss)
