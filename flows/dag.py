@@ -50,6 +50,7 @@ from tasks.steps import (
     prepare_model_task,
     serving_task,
     shard_task,
+    teacher_answers_task,
     teacher_logits_task,
     train_stage_task,
 )
@@ -100,18 +101,31 @@ def artifact_slug(text: str) -> str:
 
 
 def _teacher(opts: dict, root: str, model: str, full_shard: str, cfg: RunConfig, budget: int, hw: dict,
-             stage1: str | None = None) -> str:
-    """The teacher-logits folder of ``train.distill.teacher``: the untuned model, the stage-1 adapter,
-    or a model fine-tuned on the full prompt for the run's budget (the direct-template-kshot model
-    at equal steps, shared with that variant's cache entry), each reading the full-prompt rows."""
+             stage1: str | None = None) -> tuple[str | None, str]:
+    """The teacher of ``train.distill.teacher``: the untuned model, the stage-1 adapter, or a model
+    fine-tuned on the full prompt for the run's budget (the direct-template-kshot model at equal
+    steps, shared with that variant's cache entry); its adapter folder (None: the untuned model)
+    and its logits folder on the full-prompt rows."""
     adapter = stage1
     if cfg.train.distill.teacher == "full-prompt-ft":
         adapter = train_stage_task.with_options(**opts)(root, model, full_shard, None, cfg.lora,
                                                         direct_train_settings(cfg.train), single_stage_plan(budget),
                                                         hardware=hw)
     distill = cfg.train.distill
-    return teacher_logits_task.with_options(**opts)(root, model, adapter, full_shard, distill.top_k,
-                                                    cfg.train.max_seq_len, distill.temperature, hardware=hw)
+    return adapter, teacher_logits_task.with_options(**opts)(root, model, adapter, full_shard, distill.top_k,
+                                                             cfg.train.max_seq_len, distill.temperature, hardware=hw)
+
+
+def _teacher_answered(opts: dict, root: str, model: str, adapter: str | None, dataset: str, data_dir: str,
+                      data_digest: str, template: str | None, cfg: RunConfig, chat: str, hw: dict) -> str:
+    """``train.distill.unlabeled_queries``: the teacher (merged, or the untuned model) answers that
+    many unlabeled training queries with the full prompt; the dataset folder the student trains on."""
+    teacher = model if adapter is None else merge_task.with_options(**opts)(
+        root, model, adapter, hardware=hw, quantized=cfg.train.quantize_base is not None)
+    return teacher_answers_task.with_options(**opts)(
+        root, teacher, dataset, data_dir, data_digest, template, cfg.schedule.k0, cfg.retrieval,
+        cfg.train.distill.unlabeled_queries, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.precision,
+        cfg.eval.prefix_cache, chat, hardware=hw)
 
 
 def _direct_baseline(opts: dict, root: str, model: str, dataset: str, cfg: RunConfig, steps: int,
@@ -218,25 +232,31 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
         replay = cfg.schedule.replay if spec.stage < len(stages) else 0.0
         final = dict(final_spec=inference, final_template_dir=templates[inference.tau], seed=cfg.seed) if replay else {}
         needs_bank = spec.k or (replay and inference.k)
-        return shard_task.with_options(**opts).submit(root, dataset, templates[spec.tau], bank if needs_bank else None,
+        return shard_task.with_options(**opts).submit(root, train_set, templates[spec.tau], bank if needs_bank else None,
                                                       spec, model, chat, replay, **final)
 
-    shards = [submit_shard(s) for s in stages]
-    plans = plan_stages(len(stages), cfg.train, train_rows(Path(root) / dataset))
+    # the budget as counted on the labeled rows (what a full-prompt teacher trains for)
+    budget = sum(p.steps for p in plan_stages(len(stages), cfg.train, train_rows(Path(root) / dataset)))
     # a one-stage run reads none of the multi-stage settings: leave them out of its cache key, so
     # the direct-no-template variant and every run's equal-steps baseline are one model
     recipe = cfg.train if len(stages) > 1 else one_stage_recipe(cfg.train)
-    budget = sum(p.steps for p in plans)
 
     # context distillation (train.distill): the teacher's answer logits on the full-prompt rows, a
-    # box of their own, read by the stages whose rows are in the inference form
-    teacher, full_shard = None, None
+    # box of their own, read by the stages whose rows are in the inference form; with
+    # unlabeled_queries, the teacher's answers to more queries join the rows the stages train on
+    teacher, full_shard, train_set = None, None, dataset
     if cfg.train.distill is not None:
         full_spec = StageSpec(stage=1, tau=1.0, k=cfg.schedule.k0)
         full_shard = shard_task.with_options(**opts)(root, dataset, templates[1.0], bank if full_spec.k else None,
                                                      full_spec, model, chat)
         if cfg.train.distill.teacher != "stage1":
-            teacher = _teacher(opts, root, model, full_shard, cfg, budget, hw)
+            teacher_adapter, teacher = _teacher(opts, root, model, full_shard, cfg, budget, hw)
+            if cfg.train.distill.unlabeled_queries:
+                train_set = _teacher_answered(opts, root, model, teacher_adapter, dataset, data_dir, data_digest,
+                                              templates[1.0], cfg, chat, hw)
+
+    shards = [submit_shard(s) for s in stages]
+    plans = plan_stages(len(stages), cfg.train, train_rows(Path(root) / train_set))
     # adaptive stage lengths: a stage ends when the next stage's form stops improving on the probe
     # rows (dev rows in that form, one shard per later stage); the budget stays the plans' sum
     probes = {s.stage - 1: shard_task.with_options(**opts).submit(
@@ -258,7 +278,7 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
         used += stage_steps(Path(root) / adapter)
         stage_dirs.append(adapter)
         if cfg.train.distill is not None and teacher is None:  # the stage-1 adapter teaches the stages after it
-            teacher = _teacher(opts, root, model, full_shard, cfg, budget, hw, stage1=adapter)
+            _, teacher = _teacher(opts, root, model, full_shard, cfg, budget, hw, stage1=adapter)
     merged = merge_task.with_options(**opts)(root, model, adapter, hardware=hw,
                                              quantized=cfg.train.quantize_base is not None)
     serving = serving_task.with_options(**opts)(root, merged, dataset, templates[inference.tau], inference.k,

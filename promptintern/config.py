@@ -203,6 +203,11 @@ class DistillSettings(_Strict):
     weight: float = Field(1.0, ge=0.0, description="loss = cross-entropy + weight * T^2 * KL")
     temperature: float = Field(2.0, gt=0.0, description="T: both distributions are softened by it")
     top_k: int = Field(64, ge=1, description="teacher tokens kept per answer position (the KL runs over them)")
+    unlabeled_queries: int | None = Field(
+        None, ge=1, description="that many more training-split queries, their references set aside, answered by the "
+                                "teacher with the full prompt; the kept answers join the student's rows "
+                                "(sequence-level distillation: cross-entropy on the teacher's answer). None: the "
+                                "labeled rows only")
 
 
 class TrainSettings(_Strict):
@@ -364,6 +369,18 @@ class RunConfig(_Strict):
         if distill is not None and distill.teacher == "stage1" and self.schedule.num_stages < 2:
             raise ValueError("train.distill.teacher='stage1' teaches the stages after stage 1, and "
                              f"schedule.num_stages={self.schedule.num_stages}: use teacher base or full-prompt-ft")
+        if distill is not None and distill.unlabeled_queries:
+            if distill.teacher == "stage1":
+                raise ValueError("train.distill.unlabeled_queries: the teacher answers the queries before training "
+                                 "starts, and teacher='stage1' exists only after stage 1: use base or full-prompt-ft")
+            with_shots = [s.stage for s in self.schedule.stages() if s.k]
+            if with_shots:
+                raise ValueError(f"train.distill.unlabeled_queries: the teacher-answered rows have no retrieved "
+                                 f"shots, and stages {with_shots} train with shots: set schedule.absorb_examples=false "
+                                 f"(or schedule.k0=0)")
+            if self.train_subset is None:
+                raise ValueError("train.distill.unlabeled_queries: every training row is already labeled "
+                                 "(train_subset is null), so no query is left to answer: set train_subset")
         return self
 
     @model_validator(mode="after")
@@ -499,6 +516,11 @@ DATASET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 
 def preset(name: str, overrides: dict[str, Any] | None = None) -> RunConfig:
     """A preset, with nested ``overrides`` applied on top (dict keys mirror RunConfig's fields)."""
+    return validate_config(preset_settings(name, overrides))
+
+
+def preset_settings(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``preset``'s settings before validation (what a variant's settings go on top of)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; allowed: {sorted(PRESETS)}")
     overrides = overrides or {}
@@ -507,7 +529,7 @@ def preset(name: str, overrides: dict[str, Any] | None = None) -> RunConfig:
     k0 = task_file_k0(dataset)
     if k0 is not None:  # run override > the task file's shots.k0 > the preset
         base = _merge(base, {"schedule": {"k0": k0}})
-    return validate_config(_merge(base, overrides))
+    return _merge(base, overrides)
 
 
 def validate_config(data: dict[str, Any]) -> "RunConfig":

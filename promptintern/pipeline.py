@@ -60,9 +60,7 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
             raise DataError(f"{name}={size} is larger than the {split_name!r} split of {task_name!r} "
                             f"({len(split)} rows): set {name} to at most {len(split)}, or to null for all rows")
     if train_subset is not None:
-        order = list(range(len(train)))
-        random.Random(seed).shuffle(order)
-        train = [train[i] for i in sorted(order[:train_subset])]
+        train = [train[i] for i in sorted(training_order(len(train), seed)[:train_subset])]
     dev = _probe_rows(task, data_dir, probe_split, probe_rows, test_split, test_subset) if probe_split else None
     if test_subset is not None:
         test = test[:test_subset]
@@ -85,6 +83,27 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
         (out / "template.json").write_text(task.template.model_dump_json(indent=2))
         (out / "info.json").write_text(json.dumps(info, indent=2))
     return info
+
+
+def training_order(rows: int, seed: int) -> list[int]:
+    """The training split's seeded shuffle: a run's ``train_subset`` is its first N indices (kept in
+    the split's order), the queries ``unlabeled_rows`` hands the teacher the N after them."""
+    order = list(range(rows))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def unlabeled_rows(task_name: str, data_dir: str, train_subset: int, seed: int, n: int) -> list[Example]:
+    """The ``n`` training-split rows that follow the run's ``train_subset`` rows in the seeded
+    shuffle (never one of them), their references blanked: queries nobody has answered."""
+    task = get_task(task_name)
+    train = task.load(data_dir, "train")
+    spare = len(train) - train_subset
+    if n > spare:
+        raise DataError(f"train.distill.unlabeled_queries={n}: the 'train' split of {task_name!r} has {len(train)} "
+                        f"rows and train_subset={train_subset} of them are labeled, so at most {spare} are left")
+    order = training_order(len(train), seed)
+    return [train[i].model_copy(update={"target": ""}) for i in order[train_subset:train_subset + n]]
 
 
 def train_rows(dataset_dir: Path) -> int:
@@ -396,6 +415,89 @@ def teacher_logits(model_dir: Path, adapter_dir: Path | None, shard_dir: Path, t
                          memory_hint="lower train.distill.top_k or train.max_seq_len"):
         return write_teacher_logits(model_dir, (adapter_dir / "adapter") if adapter_dir else None,
                                     shard_dir / "shard.parquet", out, top_k, max_seq_len, temperature, hardware)
+
+
+def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_dir: Path | None, k: int,
+                    retrieval: RetrievalConfig, queries: int, out: Path, max_new_tokens: int = 64,
+                    batch_size: int = 8, precision: str | None = None, prefix_cache: bool = True,
+                    chat: str = "off", hardware=None) -> dict:
+    """Sequence-level distillation's data (Kim & Rush 2016; Snell et al. 2022 distil on such
+    inputs): the teacher ``model_dir`` answers ``queries`` training-split queries that are not the
+    run's labeled rows (``unlabeled_rows``: their references are never read), each in the full
+    prompt (the template of ``template_dir``, k shots retrieved from the labeled rows as a test row's
+    are), greedily, as the benchmark generates (``max_new_tokens`` ... ``prefix_cache``: the run's
+    ``eval`` settings of those names; ``precision`` None: the hardware's dtype). ``out`` is a dataset folder: the labeled rows, then
+    the kept answers as rows (``meta.answered_by: teacher``); an answer that ran to
+    ``max_new_tokens`` (a loop) or is empty after the task's postprocessing is dropped.
+    ``answers.jsonl`` keeps every answer with why it was dropped; the prompts are rebuildable from
+    ``queries/`` (the folder they were rendered from)."""
+    import shutil
+
+    from promptintern.cpu import set_torch_threads
+    from promptintern.device import Hardware
+    from promptintern.generate import generate_with, load_for_generation
+    from promptintern.models import load_tokenizer
+
+    hardware = hardware or Hardware("cpu", "fp32")
+    info = json.loads((dataset_dir / "info.json").read_text())
+    labeled = read_examples(dataset_dir / "train.jsonl")
+    asked = unlabeled_rows(info["task"], data_dir, info["train_rows"], info["seed"], queries)
+    # the queries as a dataset whose test rows they are: the bank retrieves their shots from the
+    # labeled rows and ``benchmark_prompts`` renders them exactly as it renders a test row
+    qdir = out / "queries"
+    qdir.mkdir()
+    with resource_errors("writing the teacher's queries", out):
+        for name in ("train.jsonl", "pool.jsonl", "template.json", "info.json"):
+            if (dataset_dir / name).is_file():
+                shutil.copyfile(dataset_dir / name, qdir / name)
+        write_examples(qdir / "test.jsonl", asked)
+    if k:
+        (qdir / "bank").mkdir()
+        bank(qdir, k, retrieval, info["seed"], qdir / "bank")
+    task, _, _, prompts, _ = benchmark_prompts(model_dir, qdir, template_dir, qdir / "bank" if k else None, k,
+                                               "teacher answers", chat)
+    check_prompts_fit(prompts, model_dir, max_new_tokens, "teacher answers")
+    with resource_errors(f"the teacher's answers at eval.batch_size={batch_size}", out,
+                         memory_hint="lower eval.batch_size or eval.max_new_tokens"):
+        set_torch_threads()
+        model = load_for_generation(model_dir, hardware, precision or hardware.dtype)
+        gens = generate_with(model, load_tokenizer(model_dir), prompts, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size, stop=task.stop, prefix_cache=prefix_cache)
+        del model
+    kept, records = [], []
+    for row, raw, n_out in zip(asked, gens.texts, gens.output_tokens):
+        answer = task.postprocess(raw)
+        dropped = ("ran to eval.max_new_tokens" if n_out >= max_new_tokens
+                   else "empty after postprocessing" if not answer.strip() else None)
+        records.append({"id": row.id, "query": row.query, "completion": raw, "answer": answer,
+                        "output_tokens": n_out, "dropped": dropped})
+        if dropped is None:
+            kept.append(row.model_copy(update={"target": answer, "meta": {**row.meta, "answered_by": "teacher"}}))
+    drops: dict[str, int] = {}
+    for record in records:
+        if record["dropped"]:
+            drops[record["dropped"]] = drops.get(record["dropped"], 0) + 1
+    if asked and not kept:  # the student would train on the labeled rows alone, under another name
+        raise ValueError(f"teacher answers: none of the teacher's {len(asked)} answers is usable ({drops}; the first: "
+                         f"{records[0]['completion'][:80]!r}): raise eval.max_new_tokens if its answers are long, "
+                         f"else check the teacher with the full prompt (eval.baseline_full_prompt)")
+    stats = {"queries": len(asked), "kept": len(kept), "dropped": drops, "labeled_rows": len(labeled),
+             "teacher": model_dir.name, "k": k, "decoding": "greedy", "max_new_tokens": max_new_tokens,
+             "input_tokens_per_query": float(np.mean(gens.input_tokens)) if asked else 0.0,
+             "generation_seconds": gens.seconds}
+    with resource_errors("writing the teacher-answered dataset", out):
+        for name in ("test.jsonl", "dev.jsonl", "pool.jsonl", "template.json"):
+            if (dataset_dir / name).is_file():
+                shutil.copyfile(dataset_dir / name, out / name)
+        write_examples(out / "train.jsonl", labeled + kept)
+        (out / "info.json").write_text(json.dumps(
+            {**info, "train_rows": len(labeled) + len(kept), "labeled_rows": len(labeled),
+             "teacher_rows": len(kept)}, indent=2))
+        with (out / "answers.jsonl").open("w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(record) + "\n")
+        (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
 
 
 def merge(model_dir: Path, adapter_dir: Path, out: Path, hardware=None, quantized: bool = False) -> dict:

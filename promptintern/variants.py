@@ -47,6 +47,10 @@ promptintern-distill           context distillation in the query-only stage: its
                                for the same budget (Snell et al. 2022)
 context-distillation           one query-only stage with that distillation: Snell et al.'s recipe
                                without PromptIntern's stages
+context-distillation-          context-distillation, and that teacher also answers 512 training
+unlabeled                      queries that are not the run's rows (references set aside), with the
+                               full prompt; its kept answers join the query-only stage's rows
+                               (train.distill.unlabeled_queries), the budget counted on all of them
 =============================  ==================================================================
 
 Fine-tuning on the query alone at other variants' training-token budgets (the tables above hold
@@ -60,6 +64,9 @@ direct-no-template-26-passes   direct-no-template, train.total_epochs 26 (3 x 8.
                                training tokens
 direct-no-template-54-passes   direct-no-template, train.total_epochs 54 (3 x 18.1): context
                                distillation's, teacher included
+direct-no-template-27-passes   direct-no-template, train.total_epochs 27: at 64 rows, as many optimizer
+                               steps as context-distillation-unlabeled (3 passes over 64 + 512 rows
+                               when it keeps every answer, fewer when it drops some)
 =============================  ==================================================================
 
 A variant that needs something the configuration does not provide (LLMLingua-2 without a
@@ -73,8 +80,9 @@ from pathlib import Path
 from typing import Any
 
 from promptintern.compress_llmlingua2 import classifier_error
-from promptintern.config import CompressionConfig, RunConfig, _merge, preset, validate_config
+from promptintern.config import CompressionConfig, RunConfig, _merge, preset_settings, validate_config
 from promptintern.models import is_token_classifier, model_architectures
+from promptintern.schedule import Schedule
 
 
 def _compressed_once(method: str) -> dict[str, Any]:
@@ -112,16 +120,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "promptintern-distill": {"train": {"distill": {"teacher": "full-prompt-ft"}}},
     "context-distillation": {"schedule": {"num_stages": 1, "tau0": 0.0, "absorb_examples": False},
                              "train": {"distill": {"teacher": "full-prompt-ft"}}},
+    "context-distillation-unlabeled": {"schedule": {"num_stages": 1, "tau0": 0.0, "absorb_examples": False},
+                                       "train": {"distill": {"teacher": "full-prompt-ft", "unlabeled_queries": 512}}},
     "direct-no-template-26-passes": {"schedule": {"num_stages": 1, "tau0": 0.0, "k0": 0},
                                      "train": {"total_epochs": 26.0}},
     "direct-no-template-54-passes": {"schedule": {"num_stages": 1, "tau0": 0.0, "k0": 0},
                                      "train": {"total_epochs": 54.0}},
+    "direct-no-template-27-passes": {"schedule": {"num_stages": 1, "tau0": 0.0, "k0": 0},
+                                     "train": {"total_epochs": 27.0}},
 }
 
 
 # The curricula beyond the paper (the second table of the module docstring).
 CURRICULA = ("null-curriculum", "promptintern-one-optimizer", "promptintern-wsd", "promptintern-final-heavy",
-             "promptintern-replay", "promptintern-adaptive", "promptintern-distill", "context-distillation")
+             "promptintern-replay", "promptintern-adaptive", "promptintern-distill", "context-distillation",
+             "context-distillation-unlabeled")
 
 
 class VariantUnavailable(ValueError):
@@ -160,11 +173,15 @@ def variant_config(variant: str, preset_name: str = "cpu-demo",
 
     Raises ``VariantUnavailable`` when the result needs a compressor input nobody configured
     (see the module docstring), ``ValueError`` for an unknown variant or an invalid override."""
-    base = preset(preset_name, overrides)
-    k0 = base.schedule.k0
-    merged = _merge(_merge(base.model_dump(mode="json"), variant_overrides(variant, k0)), overrides or {})
+    # the preset and the overrides are validated with the variant's settings, not before them: an
+    # override may need the variant (train.distill.unlabeled_queries needs a stage without shots)
+    base = preset_settings(preset_name, overrides)
+    k0 = base.get("schedule", {}).get("k0", Schedule.model_fields["k0"].default)
+    if not isinstance(k0, int):
+        validate_config(base)  # raises, naming schedule.k0
+    merged = _merge(_merge(base, variant_overrides(variant, k0)), overrides or {})
     merged = _merge(merged, _fill(_derived(VARIANTS[variant]), k0))
-    _check_available(variant, merged["compression"])
+    _check_available(variant, merged.get("compression", {}))  # defaults need no input
     return validate_config(merged)
 
 

@@ -46,6 +46,8 @@ CODE = {
     "adapters": ("promptintern.train", "promptintern.curriculum", "promptintern.probe", "promptintern.generate",
                  "promptintern.distill", "promptintern.config") + _BASE,
     "teachers": ("promptintern.teacher", "promptintern.train") + _BASE,
+    "teacher-answers": ("promptintern.generate", "promptintern.retrieve", "promptintern.datasets",
+                        "promptintern.datasets.base", "promptintern.taskfile", "promptintern.prompts") + _BASE,
     "merged": ("promptintern.merge",) + _BASE,
     "serving": ("promptintern.serving", "promptintern.prompts", "promptintern.taskfile") + _BASE,
     "evals": ("promptintern.generate", "promptintern.evaluate", "promptintern.evaluate.common",
@@ -221,6 +223,21 @@ def teacher_logits_task(root: str, model_dir: str, adapter_dir: str | None, shar
         _path(root, model_dir), _path(root, adapter_dir), _path(root, shard_dir), top_k, max_seq_len, temperature,
         out, _hardware(hardware)))
     _log_json("teacher logits", Path(root) / rel)
+    return rel
+
+
+@_cached("teacher-answers", name="teacher-answers")
+def teacher_answers_task(root: str, model_dir: str, dataset_dir: str, data_dir: str, data_digest: str,
+                         template_dir: str | None, k: int, retrieval: RetrievalConfig, queries: int,
+                         max_new_tokens: int, batch_size: int, precision: str | None = None,
+                         prefix_cache: bool = True, chat: str = "off", hardware: dict | None = None) -> str:
+    """The teacher, with the full prompt, answers training queries whose references are set aside;
+    a dataset folder of the labeled rows plus the kept answers (sequence-level distillation)."""
+    params = dict(locals())
+    rel = materialize("teacher-answers", CODE["teacher-answers"], params, lambda out: pipeline.teacher_answers(
+        _path(root, model_dir), _path(root, dataset_dir), data_dir, _path(root, template_dir), k, retrieval,
+        queries, out, max_new_tokens, batch_size, precision, prefix_cache, chat, _hardware(hardware)))
+    _log_json("teacher answers", Path(root) / rel)
     return rel
 
 

@@ -1,0 +1,159 @@
+"""Sequence-level distillation on unlabeled queries (``train.distill.unlabeled_queries``): which
+queries the teacher answers, what it keeps, and the flow that trains the student on them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from promptintern.config import preset
+from promptintern.curriculum import steps_for_epochs
+from promptintern.datasets import DataError
+from promptintern.pipeline import prepare_dataset, read_examples, training_order, unlabeled_rows
+from promptintern.variants import variant_config
+
+
+def test_unlabeled_queries_follow_the_training_subset_and_carry_no_reference(tiny_data_dir, tmp_path):
+    prepare_dataset("nl2bash", str(tiny_data_dir), 8, "test", 2, 0, tmp_path)
+    labeled = {r.id for r in read_examples(tmp_path / "train.jsonl")}
+    asked = unlabeled_rows("nl2bash", str(tiny_data_dir), 8, 0, 6)
+    assert len(asked) == 6 and not labeled & {r.id for r in asked}
+    assert all(r.target == "" for r in asked)
+    # the next six of the same seeded shuffle that chose the labeled rows: a larger train_subset
+    # later labels exactly these rows first
+    order = training_order(32, 0)
+    assert labeled == {f"train-{i}" for i in order[:8]}
+    assert [r.id for r in asked] == [f"train-{i}" for i in order[8:14]]
+    assert [r.id for r in unlabeled_rows("nl2bash", str(tiny_data_dir), 8, 0, 6)] == [r.id for r in asked]
+    with pytest.raises(DataError, match=r"unlabeled_queries=25: .* 32 rows and train_subset=8 .* at most 24"):
+        unlabeled_rows("nl2bash", str(tiny_data_dir), 8, 0, 25)
+
+
+@pytest.mark.parametrize("variant, overrides, message", [
+    ("promptintern-distill", {"train": {"distill": {"teacher": "stage1", "unlabeled_queries": 4}}},
+     "exists only after stage 1"),
+    ("promptintern-distill", {"train": {"distill": {"unlabeled_queries": 4}}},
+     r"stages \[1, 2\] train with shots: set schedule.absorb_examples=false"),
+    ("context-distillation-unlabeled", {"train_subset": None}, "train_subset is null"),
+])
+def test_unlabeled_queries_refuse_what_they_cannot_do(variant, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        variant_config(variant, "tiny", overrides)
+
+
+def test_the_variant_answers_512_queries_in_one_query_only_stage():
+    cfg = variant_config("context-distillation-unlabeled", "cpu-repro")
+    assert cfg.train.distill.unlabeled_queries == 512 and cfg.train.distill.teacher == "full-prompt-ft"
+    assert [(s.tau, s.k) for s in cfg.schedule.stages()] == [(0.0, 0)]
+    assert preset("cpu-repro").train.distill is None
+
+
+def _fixed_answers(texts: list[str], output_tokens: list[int]):
+    """``generate_with`` as a teacher that answers ``texts`` (in prompt order) with those token
+    counts: the tiny test model is random weights, and its every answer loops to the token limit."""
+    from promptintern.generate import Generations
+
+    def generate_with(model, tokenizer, prompts, max_new_tokens=64, batch_size=8, **_):
+        n = len(prompts)
+        return Generations((texts * n)[:n], [len(tokenizer(p)["input_ids"]) for p in prompts],
+                           (output_tokens * n)[:n], 0.1, batch_size)
+
+    return generate_with
+
+
+def _labeled_dataset(tiny_data_dir, tmp_path) -> Path:
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    prepare_dataset("nl2bash", str(tiny_data_dir), 8, "test", 2, 0, dataset)
+    return dataset
+
+
+def test_the_teacher_keeps_the_answers_that_stopped(tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch):
+    from promptintern import generate
+    from promptintern.config import CompressionConfig, RetrievalConfig
+    from promptintern.pipeline import compress, teacher_answers
+
+    dataset = _labeled_dataset(tiny_data_dir, tmp_path)
+    template = tmp_path / "template"
+    template.mkdir()
+    compress(dataset, 1.0, CompressionConfig(method="none"), tiny_model_dir, template)
+    monkeypatch.setattr(generate, "generate_with", _fixed_answers(["ls -l", "  ", "ls ls ls ls ls ls ls ls"],
+                                                                 [3, 1, 8]))
+    out = tmp_path / "answers"
+    out.mkdir()
+    stats = teacher_answers(tiny_model_dir, dataset, str(tiny_data_dir), template, 2, RetrievalConfig(), 6, out,
+                            max_new_tokens=8, batch_size=3)
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert [a["dropped"] for a in answers] == [None, "empty after postprocessing", "ran to eval.max_new_tokens"] * 2
+    assert stats["kept"] == 2 and stats["dropped"] == {"empty after postprocessing": 2, "ran to eval.max_new_tokens": 2}
+    rows = read_examples(out / "train.jsonl")
+    assert rows[:8] == read_examples(dataset / "train.jsonl")
+    assert [(r.id, r.target, r.meta["answered_by"]) for r in rows[8:]] == [(answers[0]["id"], "ls -l", "teacher"),
+                                                                           (answers[3]["id"], "ls -l", "teacher")]
+    assert json.loads((out / "info.json").read_text())["train_rows"] == 10
+    # each query's prompt was the full one: the template and 2 shots from the labeled rows, none its own
+    shots = np.load(out / "queries" / "bank" / "test_neighbors.npy")
+    assert shots.shape == (6, 2) and shots.max() < 8
+
+
+def test_a_teacher_whose_every_answer_loops_fails_its_box(tiny_model_dir, tiny_data_dir, tmp_path):
+    """The real tiny model (random weights) never stops: nothing to distil is an error, not a
+    student that quietly trains on the labeled rows alone."""
+    from promptintern.config import RetrievalConfig
+    from promptintern.pipeline import teacher_answers
+
+    dataset = _labeled_dataset(tiny_data_dir, tmp_path)
+    out = tmp_path / "answers"
+    out.mkdir()
+    with pytest.raises(ValueError, match=r"none of the teacher's 4 answers is usable \(\{'ran to eval.max_new_tokens'"
+                                         r": 4\}.*raise eval.max_new_tokens"):
+        teacher_answers(tiny_model_dir, dataset, str(tiny_data_dir), None, 0, RetrievalConfig(), 4, out,
+                        max_new_tokens=4, batch_size=2)
+
+
+def test_the_student_trains_on_the_teachers_answers(prefect_harness, tiny_data_dir, tmp_path, monkeypatch):
+    """The full-prompt teacher is trained once on the labeled rows, answers 6 more queries (every
+    generation answers "ls -l": the tiny model cannot stop), and the student's one stage trains on
+    the labeled rows plus those answers, for 3 passes over all 14; the equal-steps baseline takes
+    as many steps on the 8 labeled rows. context-distillation, run after it, reads the same teacher
+    from the cache."""
+    from flows.dag import promptintern
+    from promptintern import generate
+    from tests.test_flow_e2e import _task_states
+
+    monkeypatch.setattr(generate, "generate_with", _fixed_answers(["ls -l"], [3]))
+    common = {"data_dir": str(tiny_data_dir), "train_subset": 8, "train": {"total_epochs": 3.0},
+              "eval": {"test_subset": 2, "baseline_full_prompt": False, "baseline_query_only": False}}
+    unlabeled = {**common, "train": {**common["train"], "distill": {"unlabeled_queries": 6}}}
+    state = promptintern(preset="tiny", variant="context-distillation-unlabeled", overrides=unlabeled,
+                         artifact_root=str(tmp_path), return_state=True)
+    result = state.result()
+    states = _task_states(state.state_details.flow_run_id)
+    assert states["teacher-answers"] == ["Completed"]
+    # the teacher, the student and the baseline: trained and merged
+    assert len(states["train-stage"]) == 3 and len(states["merge-adapter"]) == 3
+
+    folder = next(p for p in (tmp_path / "teacher-answers").iterdir() if not p.name.startswith("."))
+    dataset = next(p for p in (tmp_path / "datasets").iterdir() if not p.name.startswith("."))
+    labeled = read_examples(dataset / "train.jsonl")
+    rows = read_examples(folder / "train.jsonl")
+    assert rows[:8] == labeled and len(rows) == 14 and not {r.id for r in rows[8:]} & {r.id for r in labeled}
+    shard = next(p for p in (tmp_path / "shards").glob("*/shard.parquet")
+                 if pq.read_metadata(p).num_rows == 14)
+    assert pq.read_table(shard, columns=["target"]).column("target").to_pylist()[8:] == [" ls -l"] * 6
+
+    steps = steps_for_epochs(14, 4, 1, 3.0)
+    metrics = {m["label"]: m for m in result["metrics"]}
+    assert metrics["promptintern"]["train_steps"] == metrics["direct-no-template"]["train_steps"] == steps == 12  # 4 batches a pass
+
+    state = promptintern(preset="tiny", variant="context-distillation", overrides=common,
+                         artifact_root=str(tmp_path), return_state=True)
+    state.result()
+    states = _task_states(state.state_details.flow_run_id)
+    assert states["teacher-logits"] == ["Cached"] and "teacher-answers" not in states
+    # the teacher from the cache; the student (other rows) and the baseline (fewer steps) anew
+    assert sorted(states["train-stage"]) == ["Cached", "Completed", "Completed"]
