@@ -169,6 +169,16 @@ def verdict(metrics: Sequence[dict], sig: dict | None, ours: str = "promptintern
     return f"{head}: {leader} is ahead by {abs(gap):.2f}, {noise}."
 
 
+def _distillation(distill) -> str:
+    """The recipe's words for ``train.distill`` (a ``DistillSettings``; None: none)."""
+    if distill is None:
+        return ""
+    return (f", distilled from the {distill.teacher} teacher (KL at T {distill.temperature:g}, weight "
+            f"{distill.weight:g}, its top {distill.top_k})"
+            + (f" and trained on its answers to {distill.unlabeled_queries} unlabeled training queries"
+               if distill.unlabeled_queries else ""))
+
+
 def write_run_report(root: Path, cfg, eval_dirs: dict[str, str], stage_dirs: Sequence[str],
                      template_dirs: dict[float, str | None], baseline_dirs: dict[str, str] | None = None) -> dict:
     """One run's results table and provenance, written to ``<root>/runs/<time>-<config hash>/``.
@@ -220,6 +230,7 @@ def write_run_report(root: Path, cfg, eval_dirs: dict[str, str], stage_dirs: Seq
                    + (f", adaptive stage lengths ({cfg.train.adaptive.probe} probe of the next stage's form on "
                       f"{cfg.train.adaptive.dev_rows} {cfg.probe_split()} rows every {cfg.train.adaptive.every} steps, "
                       f"patience {cfg.train.adaptive.patience})" if cfg.train.adaptive else "")
+                   + _distillation(cfg.train.distill)
                    + f", batch {cfg.train.batch_size} x {cfg.train.grad_accum}, train seed {cfg.train.seed}"),
         "training": "; ".join(f"stage {s['stage']}: {s['optimizer_steps']} steps"
                               f"{' (ended by its probe, ' + str(s.get('planned_steps')) + ' planned)' if s.get('advanced_early') else ''}"

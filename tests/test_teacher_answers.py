@@ -146,6 +146,7 @@ def test_the_student_trains_on_the_teachers_answers(prefect_harness, tiny_data_d
                  if pq.read_metadata(p).num_rows == 14)
     assert pq.read_table(shard, columns=["target"]).column("target").to_pylist()[8:] == [" ls -l"] * 6
 
+    assert "trained on its answers to 6 unlabeled training queries" in result["markdown"]
     steps = steps_for_epochs(14, 4, 1, 3.0)
     metrics = {m["label"]: m for m in result["metrics"]}
     assert metrics["promptintern"]["train_steps"] == metrics["direct-no-template"]["train_steps"] == steps == 12  # 4 batches a pass
