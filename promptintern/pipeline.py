@@ -93,9 +93,11 @@ def training_order(rows: int, seed: int) -> list[int]:
     return order
 
 
-def unlabeled_rows(task_name: str, data_dir: str, train_subset: int, seed: int, n: int) -> list[Example]:
+def unlabeled_rows(task_name: str, data_dir: str, train_subset: int, seed: int, n: int,
+                   references: bool = False) -> list[Example]:
     """The ``n`` training-split rows that follow the run's ``train_subset`` rows in the seeded
-    shuffle (never one of them), their references blanked: queries nobody has answered."""
+    shuffle (never one of them), their references blanked (``references``: kept, for a diagnostic
+    that nothing trains on): queries nobody has answered."""
     task = get_task(task_name)
     train = task.load(data_dir, "train")
     spare = len(train) - train_subset
@@ -103,7 +105,8 @@ def unlabeled_rows(task_name: str, data_dir: str, train_subset: int, seed: int, 
         raise DataError(f"train.distill.unlabeled_queries={n}: the 'train' split of {task_name!r} has {len(train)} "
                         f"rows and train_subset={train_subset} of them are labeled, so at most {spare} are left")
     order = training_order(len(train), seed)
-    return [train[i].model_copy(update={"target": ""}) for i in order[train_subset:train_subset + n]]
+    rows = [train[i] for i in order[train_subset:train_subset + n]]
+    return rows if references else [r.model_copy(update={"target": ""}) for r in rows]
 
 
 def train_rows(dataset_dir: Path) -> int:
@@ -485,6 +488,14 @@ def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_
              "teacher": model_dir.name, "k": k, "decoding": "greedy", "max_new_tokens": max_new_tokens,
              "input_tokens_per_query": float(np.mean(gens.input_tokens)) if asked else 0.0,
              "generation_seconds": gens.seconds}
+    if task.metric != "pass@1":  # (an execution metric would run the answers: not for a diagnostic)
+        # how right the kept answers are, against the references the student never sees: a
+        # diagnostic our benchmark splits allow (a user's own unlabeled queries have none)
+        held = {r.id: r for r in unlabeled_rows(info["task"], data_dir, info["train_rows"], info["seed"], queries,
+                                                references=True)}
+        scores = task.score([r.target for r in kept], [held[r.id] for r in kept], {})
+        stats["kept_answers_vs_set_aside_references"] = {key: value for key, value in scores.items()
+                                                         if key != "per_task"}
     with resource_errors("writing the teacher-answered dataset", out):
         for name in ("test.jsonl", "dev.jsonl", "pool.jsonl", "template.json"):
             if (dataset_dir / name).is_file():

@@ -81,7 +81,10 @@ def test_the_teacher_keeps_the_answers_that_stopped(tiny_model_dir, tiny_data_di
     template = tmp_path / "template"
     template.mkdir()
     compress(dataset, 1.0, CompressionConfig(method="none"), tiny_model_dir, template)
-    monkeypatch.setattr(generate, "generate_with", _fixed_answers(["ls -l", "  ", "ls ls ls ls ls ls ls ls"],
+    held = unlabeled_rows("nl2bash", str(tiny_data_dir), 8, 0, 6, references=True)
+    right = held[0].target  # the first query's reference, set aside: wrong for the fourth query
+    assert held[3].target != right
+    monkeypatch.setattr(generate, "generate_with", _fixed_answers([right, "  ", "ls ls ls ls ls ls ls ls"],
                                                                  [3, 1, 8]))
     out = tmp_path / "answers"
     out.mkdir()
@@ -92,9 +95,11 @@ def test_the_teacher_keeps_the_answers_that_stopped(tiny_model_dir, tiny_data_di
     assert stats["kept"] == 2 and stats["dropped"] == {"empty after postprocessing": 2, "ran to eval.max_new_tokens": 2}
     rows = read_examples(out / "train.jsonl")
     assert rows[:8] == read_examples(dataset / "train.jsonl")
-    assert [(r.id, r.target, r.meta["answered_by"]) for r in rows[8:]] == [(answers[0]["id"], "ls -l", "teacher"),
-                                                                           (answers[3]["id"], "ls -l", "teacher")]
+    assert [(r.id, r.target, r.meta["answered_by"]) for r in rows[8:]] == [(answers[0]["id"], right, "teacher"),
+                                                                           (answers[3]["id"], right, "teacher")]
     assert json.loads((out / "info.json").read_text())["train_rows"] == 10
+    # scored against the references nothing trained on: one of the two kept answers is right
+    assert stats["kept_answers_vs_set_aside_references"]["exact_match"] == pytest.approx(50.0)
     # each query's prompt was the full one: the template and 2 shots from the labeled rows, none its own
     shots = np.load(out / "queries" / "bank" / "test_neighbors.npy")
     assert shots.shape == (6, 2) and shots.max() < 8
