@@ -201,8 +201,9 @@ def _fmt(value, spec: str) -> str:
 
 
 def gap_recovered(value: float, none: float, full: float) -> float | None:
-    """Share (%) of the no-template -> full-prompt gap that ``value`` recovers; None without a gap."""
-    if full == none:
+    """Share (%) of the no-template -> full-prompt gap that ``value`` recovers; None without a gap
+    (the full prompt not above the query alone: there is nothing to recover)."""
+    if full <= none:
         return None
     share = 100.0 * (value - none) / (full - none)
     return 0.0 if abs(share) < 0.5 else share  # no "-0"
@@ -285,7 +286,8 @@ def table_markdown(table: Table, runs: dict[str, dict], significance: dict | Non
                         f"{seconds:.3f}",
                         f"{recomputed_seconds(full) / seconds:.2f}x" if full and seconds else ""]
                 row += [f"{cached['seconds_per_instance'] / seconds:.2f}x" if seconds else ""] if cached else []
-                row += ["within noise" if gap_is_noise else _fmt(gap, "{:.0f}"), str(run.get("steps", "")),
+                shown = "within noise" if gap_is_noise else "no gap" if full and none and gap is None else _fmt(gap, "{:.0f}")
+                row += [shown, str(run.get("steps", "")),
                         train_tokens(variant, run)]
                 lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -361,7 +363,8 @@ def significance_note(sig: dict) -> str:
             f"resamples of the {sig['rows']} test rows ({sig['method']}, seed {sig['seed']}); p vs {sig['baseline']}: "
             f"the chance of a difference at least this large from resampling alone (below 0.05: more than the "
             f"test set's noise). Gap recovered is left out (\"within noise\") when the no-template and "
-            f"template + k-shot models differ by less than the larger of their intervals. Rescore from "
+            f"template + k-shot models differ by less than the larger of their intervals, and is \"no gap\" when the "
+            f"template + k-shot model is below the no-template one. Rescore from "
             f"`docs/results/predictions/`.")
 
 

@@ -50,6 +50,7 @@ def test_gap_recovered_is_the_share_of_the_no_template_to_full_prompt_gap():
     assert gap_recovered(10.0, none=20.0, full=40.0) == -50.0
     assert gap_recovered(19.95, none=20.0, full=40.0) == 0.0  # shown as "0", not "-0"
     assert gap_recovered(30.0, none=25.0, full=25.0) is None
+    assert gap_recovered(55.0, none=70.0, full=62.0) is None  # the full prompt below the query alone: no gap
 
 
 def _metrics(bleu: float, tokens: float, seconds: float) -> dict:
