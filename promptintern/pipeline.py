@@ -426,15 +426,17 @@ def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_
                     chat: str = "off", hardware=None) -> dict:
     """Sequence-level distillation's data (Kim & Rush 2016; Snell et al. 2022 distil on such
     inputs): the teacher ``model_dir`` answers ``queries`` training-split queries that are not the
-    run's labeled rows (``unlabeled_rows``: their references are never read), each in the full
-    prompt (the template of ``template_dir``, k shots retrieved from the labeled rows as a test row's
-    are), greedily, as the benchmark generates (``max_new_tokens`` ... ``prefix_cache``: the run's
-    ``eval`` settings of those names; ``precision`` None: the hardware's dtype). ``out`` is a dataset folder: the labeled rows, then
-    the kept answers as rows (``meta.answered_by: teacher``); an answer that ran to
+    run's labeled rows (``unlabeled_rows``; their references reach neither the teacher nor the
+    student, only the diagnostic in ``stats.json``), each in the full prompt (the template of
+    ``template_dir``, k shots retrieved from the labeled rows as a test row's are), greedily, as the
+    benchmark generates (``max_new_tokens`` ... ``prefix_cache``: the run's ``eval`` settings of
+    those names; ``precision`` None: the hardware's dtype). ``out`` is a dataset folder: the labeled
+    rows, then the kept answers as rows (``meta.answered_by: teacher``); an answer that ran to
     ``max_new_tokens`` (a loop) or is empty after the task's postprocessing is dropped.
     ``answers.jsonl`` keeps every answer with why it was dropped; the prompts are rebuildable from
     ``queries/`` (the folder they were rendered from)."""
     import shutil
+    from collections import Counter
 
     from promptintern.cpu import set_torch_threads
     from promptintern.device import Hardware
@@ -444,7 +446,8 @@ def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_
     hardware = hardware or Hardware("cpu", "fp32")
     info = json.loads((dataset_dir / "info.json").read_text())
     labeled = read_examples(dataset_dir / "train.jsonl")
-    asked = unlabeled_rows(info["task"], data_dir, info["train_rows"], info["seed"], queries)
+    held = unlabeled_rows(info["task"], data_dir, info["train_rows"], info["seed"], queries, references=True)
+    asked = [r.model_copy(update={"target": ""}) for r in held]
     # the queries as a dataset whose test rows they are: the bank retrieves their shots from the
     # labeled rows and ``benchmark_prompts`` renders them exactly as it renders a test row
     qdir = out / "queries"
@@ -476,10 +479,7 @@ def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_
                         "output_tokens": n_out, "dropped": dropped})
         if dropped is None:
             kept.append(row.model_copy(update={"target": answer, "meta": {**row.meta, "answered_by": "teacher"}}))
-    drops: dict[str, int] = {}
-    for record in records:
-        if record["dropped"]:
-            drops[record["dropped"]] = drops.get(record["dropped"], 0) + 1
+    drops = dict(Counter(r["dropped"] for r in records if r["dropped"]))
     if asked and not kept:  # the student would train on the labeled rows alone, under another name
         raise ValueError(f"teacher answers: none of the teacher's {len(asked)} answers is usable ({drops}; the first: "
                          f"{records[0]['completion'][:80]!r}): raise eval.max_new_tokens if its answers are long, "
@@ -491,9 +491,8 @@ def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_
     if task.metric != "pass@1":  # (an execution metric would run the answers: not for a diagnostic)
         # how right the kept answers are, against the references the student never sees: a
         # diagnostic our benchmark splits allow (a user's own unlabeled queries have none)
-        held = {r.id: r for r in unlabeled_rows(info["task"], data_dir, info["train_rows"], info["seed"], queries,
-                                                references=True)}
-        scores = task.score([r.target for r in kept], [held[r.id] for r in kept], {})
+        references = {r.id: r for r in held}
+        scores = task.score([r.target for r in kept], [references[r.id] for r in kept], {})
         stats["kept_answers_vs_set_aside_references"] = {key: value for key, value in scores.items()
                                                          if key != "per_task"}
     with resource_errors("writing the teacher-answered dataset", out):
