@@ -420,6 +420,15 @@ def teacher_logits(model_dir: Path, adapter_dir: Path | None, shard_dir: Path, t
                                     shard_dir / "shard.parquet", out, top_k, max_seq_len, temperature, hardware)
 
 
+def _copy_dataset_files(src: Path, dst: Path, names: tuple[str, ...]) -> None:
+    """Those of a frozen dataset's files that ``src`` has (pool, dev rows are optional), into ``dst``."""
+    import shutil
+
+    for name in names:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+
+
 def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_dir: Path | None, k: int,
                     retrieval: RetrievalConfig, queries: int, out: Path, max_new_tokens: int = 64,
                     batch_size: int = 8, precision: str | None = None, prefix_cache: bool = True,
@@ -435,7 +444,6 @@ def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_
     ``max_new_tokens`` (a loop) or is empty after the task's postprocessing is dropped.
     ``answers.jsonl`` keeps every answer with why it was dropped; the prompts are rebuildable from
     ``queries/`` (the folder they were rendered from)."""
-    import shutil
     from collections import Counter
 
     from promptintern.cpu import set_torch_threads
@@ -453,9 +461,7 @@ def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_
     qdir = out / "queries"
     qdir.mkdir()
     with resource_errors("writing the teacher's queries", out):
-        for name in ("train.jsonl", "pool.jsonl", "template.json", "info.json"):
-            if (dataset_dir / name).is_file():
-                shutil.copyfile(dataset_dir / name, qdir / name)
+        _copy_dataset_files(dataset_dir, qdir, ("train.jsonl", "pool.jsonl", "template.json", "info.json"))
         write_examples(qdir / "test.jsonl", asked)
     if k:
         (qdir / "bank").mkdir()
@@ -496,9 +502,7 @@ def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_
         stats["kept_answers_vs_set_aside_references"] = {key: value for key, value in scores.items()
                                                          if key != "per_task"}
     with resource_errors("writing the teacher-answered dataset", out):
-        for name in ("test.jsonl", "dev.jsonl", "pool.jsonl", "template.json"):
-            if (dataset_dir / name).is_file():
-                shutil.copyfile(dataset_dir / name, out / name)
+        _copy_dataset_files(dataset_dir, out, ("test.jsonl", "dev.jsonl", "pool.jsonl", "template.json"))
         write_examples(out / "train.jsonl", labeled + kept)
         (out / "info.json").write_text(json.dumps(
             {**info, "train_rows": len(labeled) + len(kept), "labeled_rows": len(labeled),

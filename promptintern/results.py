@@ -65,6 +65,12 @@ DIRECT = ("Direct fine-tuning", ("direct-template-kshot", "direct-template-0.6-h
                                  "direct-template-only", "direct-no-template"))
 OURS = ("PromptIntern", ("promptintern",))
 
+# The dev parts' last group: the teacher's answers to unlabeled queries, and the steps they take
+UNLABELED = ("With unlabeled queries", ("context-distillation-unlabeled", "direct-no-template-27-passes"))
+UNLABELED_NOTE = ("the teacher (the full-prompt fine-tune) also answers 512 training queries that are not the 64 "
+                  "rows, and the student trains 3 passes over the rows plus the answers it keeps; direct fine-tuning "
+                  "beside it is given as many steps (27 passes over the 64 rows).")
+
 PARTS: dict[str, Part] = {
     "nl2bash": Part("nl2bash", "nl2bash", (
         Table("NL2Bash: methods (paper Table 1 layout)", (COMPRESSION, DIRECT, OURS),
@@ -96,11 +102,9 @@ PARTS: dict[str, Part] = {
                            "promptintern-final-heavy", "promptintern-replay", "promptintern-adaptive",
                            "promptintern-distill")),
             ("Context distillation", ("context-distillation",)),
-            ("With unlabeled queries", ("context-distillation-unlabeled", "direct-no-template-27-passes")),
-        ), note="Every row: 64 training rows, the same optimizer steps, except the last group: the teacher (the "
-                "full-prompt fine-tune) also answers 512 training queries that are not those rows, and the student "
-                "trains 3 passes over the rows plus the answers it keeps; direct fine-tuning beside it is given as "
-                "many steps (27 passes over the 64 rows). Scored on the first 300 rows of "
+            UNLABELED,
+        ), note="Every row: 64 training rows, the same optimizer steps, except the last group: " + UNLABELED_NOTE
+                + " Scored on the first 300 rows of "
                 "the dev split, which chooses the settings (the test split is scored once per final "
                 "configuration). null-curriculum: PromptIntern's stages and restarts, every stage query-only."),
     # the untuned model's full-prompt benchmark (25 min on dev) chooses nothing: left out here
@@ -166,11 +170,8 @@ PARTS["orb-cli-dev"] = Part("orb-cli-dev", "examples/orb-cli/task.yaml", (
         ("Curricula", ("null-curriculum", "promptintern-wsd", "promptintern-final-heavy", "promptintern-replay",
                        "promptintern-adaptive", "promptintern-distill")),
         ("Context distillation", ("context-distillation",)),
-        ("With unlabeled queries", ("context-distillation-unlabeled", "direct-no-template-27-passes")),
-    ), note="The last group: the teacher (the full-prompt fine-tune) also answers 512 training queries that are "
-            "not the 64 rows, and the student trains 3 passes over the rows plus the answers it keeps; direct "
-            "fine-tuning beside it is given as many steps (27 passes over the 64 rows). "
-            "Scored on the first 168 of the 200 dev rows (the last 32 are promptintern-adaptive's probe rows), "
+        UNLABELED,
+    ), note="The last group: " + UNLABELED_NOTE + " Scored on the first 168 of the 200 dev rows (the last 32 are promptintern-adaptive's probe rows), "
             "which choose the settings; the test split is scored once per final configuration (the orb-cli "
             "table above)."),),
     settings={"eval": {"test_split": "dev", "test_subset": 168, "baseline_full_prompt": False}}, baseline=NONE,
