@@ -36,7 +36,7 @@ from promptintern.cpu import run_lease
 from promptintern.data import dataset_digest
 from promptintern.datasets import get_task
 from promptintern.models import model_fingerprint
-from promptintern.pipeline import stage_steps, train_rows
+from promptintern.pipeline import stage_steps, train_rows, unlabeled_rows
 from promptintern.report import summary_rows, write_run_report
 from promptintern.schedule import StageSpec
 from promptintern.variants import variant_config
@@ -119,7 +119,8 @@ def _teacher(opts: dict, root: str, model: str, full_shard: str, cfg: RunConfig,
 def _teacher_answered(opts: dict, root: str, model: str, adapter: str | None, dataset: str, data_dir: str,
                       data_digest: str, template: str | None, cfg: RunConfig, chat: str, hw: dict) -> str:
     """``train.distill.unlabeled_queries``: the teacher (merged, or the untuned model) answers that
-    many unlabeled training queries with the full prompt; the dataset folder the student trains on."""
+    many unlabeled queries (the task's request log, else training rows) with the full prompt; the
+    dataset folder the student trains on."""
     teacher = model if adapter is None else merge_task.with_options(**opts)(
         root, model, adapter, hardware=hw, quantized=cfg.train.quantize_base is not None)
     return teacher_answers_task.with_options(**opts)(
@@ -195,6 +196,8 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
     # a bad row fails in seconds, before a model is converted.
     data_dir = in_repo(cfg.data_dir)
     data_digest = dataset_digest(data_dir, cfg.dataset)
+    if cfg.train.distill is not None and cfg.train.distill.unlabeled_queries:  # enough unanswered queries?
+        unlabeled_rows(cfg.dataset, data_dir, cfg.train_subset, cfg.seed, cfg.train.distill.unlabeled_queries)
     hardware = cfg.hardware.resolve()  # a GPU asked for and missing fails here, naming the setting
     hw = {"device": hardware.device, "dtype": hardware.dtype}
     model_print = model_fingerprint(cfg.model)

@@ -204,8 +204,9 @@ class DistillSettings(_Strict):
     temperature: float = Field(2.0, gt=0.0, description="T: both distributions are softened by it")
     top_k: int = Field(64, ge=1, description="teacher tokens kept per answer position (the KL runs over them)")
     unlabeled_queries: int | None = Field(
-        None, ge=1, description="that many more training-split queries, their references set aside, answered by the "
-                                "teacher with the full prompt; the kept answers join the student's rows "
+        None, ge=1, description="that many queries nobody has answered (the task's unlabeled split, else training "
+                                "rows past train_subset, references set aside), answered by the teacher with the "
+                                "full prompt; the kept answers join the student's rows "
                                 "(sequence-level distillation: cross-entropy on the teacher's answer). None: the "
                                 "labeled rows only")
 
@@ -348,9 +349,9 @@ class RunConfig(_Strict):
         adaptive = self.train.adaptive
         if adaptive is None:
             return None
-        from promptintern.datasets import get_task
+        from promptintern.datasets import UNLABELED, get_task
 
-        held_out = [s for s in get_task(self.dataset).splits if s != "train"]
+        held_out = [s for s in get_task(self.dataset).splits if s not in ("train", UNLABELED)]
         split = adaptive.dev_split or next((s for s in ("dev", "validation", "valid") if s in held_out), None)
         if split not in held_out:
             raise ValueError(f"train.adaptive.dev_split={split!r}: dataset {self.dataset!r} has no held-out split "
@@ -378,9 +379,6 @@ class RunConfig(_Strict):
                 raise ValueError(f"train.distill.unlabeled_queries: the teacher-answered rows have no retrieved "
                                  f"shots, and stages {with_shots} train with shots: set schedule.absorb_examples=false "
                                  f"(or schedule.k0=0)")
-            if self.train_subset is None:
-                raise ValueError("train.distill.unlabeled_queries: every training row is already labeled "
-                                 "(train_subset is null), so no query is left to answer: set train_subset")
         return self
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ import numpy as np
 
 from promptintern.artifacts import resource_errors
 from promptintern.config import CompressionConfig, EvalSettings, LoraSettings, RetrievalConfig, TrainSettings
-from promptintern.datasets import DataError, Example, Task, get_task
+from promptintern.datasets import UNLABELED, DataError, Example, Task, get_task
 from promptintern.prompts import Template, render
 from promptintern.schedule import StageSpec
 
@@ -49,9 +49,10 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
     lengths probe (``train.adaptive``); never rows the benchmark scores.
     """
     task = get_task(task_name)
-    if test_split not in task.splits:
-        raise DataError(f"eval.test_split={test_split!r}: dataset {task_name!r} has no such split; "
-                        f"allowed: {list(task.splits)}")
+    scorable = [s for s in task.splits if s != UNLABELED]  # unanswered queries have nothing to score against
+    if test_split not in scorable:
+        why = "is its request log (no answers to score against)" if test_split == UNLABELED else "has no such split"
+        raise DataError(f"eval.test_split={test_split!r}: dataset {task_name!r} {why}; allowed: {scorable}")
     train = task.load(data_dir, "train")
     test = task.load(data_dir, test_split)
     for name, size, split_name, split in (("train_subset", train_subset, "train", train),
@@ -93,19 +94,33 @@ def training_order(rows: int, seed: int) -> list[int]:
     return order
 
 
-def unlabeled_rows(task_name: str, data_dir: str, train_subset: int, seed: int, n: int,
+def unlabeled_source(task_name: str) -> str:
+    """Where a run's unlabeled queries come from: the task's ``unlabeled`` split (a request log)
+    when it has one, else the training rows that are not the run's labeled rows."""
+    return UNLABELED if UNLABELED in get_task(task_name).splits else "train"
+
+
+def unlabeled_rows(task_name: str, data_dir: str, train_subset: int | None, seed: int, n: int,
                    references: bool = False) -> list[Example]:
-    """The ``n`` training-split rows that follow the run's ``train_subset`` rows in the seeded
-    shuffle (never one of them), their references blanked (``references``: kept, for a diagnostic
-    that nothing trains on): queries nobody has answered."""
+    """``n`` queries nobody has answered, their references blanked (``references``: kept where the
+    data has them, for a diagnostic nothing trains on): the first ``n`` of the task's ``unlabeled``
+    split in a seeded shuffle, or, without one, the ``n`` training rows that follow the run's
+    ``train_subset`` rows in the seeded shuffle (never one of them; ``None``: every row is labeled)."""
     task = get_task(task_name)
-    train = task.load(data_dir, "train")
-    spare = len(train) - train_subset
-    if n > spare:
-        raise DataError(f"train.distill.unlabeled_queries={n}: the 'train' split of {task_name!r} has {len(train)} "
-                        f"rows and train_subset={train_subset} of them are labeled, so at most {spare} are left")
-    order = training_order(len(train), seed)
-    rows = [train[i] for i in order[train_subset:train_subset + n]]
+    key = f"train.distill.unlabeled_queries={n}"
+    if unlabeled_source(task_name) == UNLABELED:
+        pool = task.load(data_dir, UNLABELED)
+        if n > len(pool):
+            raise DataError(f"{key}: the {UNLABELED!r} split of {task_name!r} has {len(pool)} queries")
+        rows = [pool[i] for i in training_order(len(pool), seed)[:n]]
+    else:
+        train = task.load(data_dir, "train")
+        labeled = len(train) if train_subset is None else train_subset
+        if n > len(train) - labeled:
+            raise DataError(f"{key}: the 'train' split of {task_name!r} has {len(train)} rows and "
+                            f"train_subset={train_subset} of them are labeled, so at most {len(train) - labeled} "
+                            f"are left (give the task a request log: data.{UNLABELED} in its task file)")
+        rows = [train[i] for i in training_order(len(train), seed)[labeled:labeled + n]]
     return rows if references else [r.model_copy(update={"target": ""}) for r in rows]
 
 
@@ -494,9 +509,10 @@ def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_
              "teacher": model_dir.name, "k": k, "decoding": "greedy", "max_new_tokens": max_new_tokens,
              "input_tokens_per_query": float(np.mean(gens.input_tokens)) if asked else 0.0,
              "generation_seconds": gens.seconds}
-    if task.metric != "pass@1":  # (an execution metric would run the answers: not for a diagnostic)
+    stats["queries_from"] = unlabeled_source(info["task"])
+    if task.metric != "pass@1" and all(r.target for r in held):  # (an execution metric would run them)
         # how right the kept answers are, against the references the student never sees: a
-        # diagnostic our benchmark splits allow (a user's own unlabeled queries have none)
+        # diagnostic our generated request logs allow (a user's own unlabeled queries have none)
         references = {r.id: r for r in held}
         scores = task.score([r.target for r in kept], [references[r.id] for r in kept], {})
         stats["kept_answers_vs_set_aside_references"] = {key: value for key, value in scores.items()

@@ -175,7 +175,7 @@ def _distillation(distill) -> str:
         return ""
     return (f", distilled from the {distill.teacher} teacher (KL at T {distill.temperature:g}, weight "
             f"{distill.weight:g}, its top {distill.top_k})"
-            + (f" and trained on its answers to {distill.unlabeled_queries} unlabeled training queries"
+            + (f" and trained on its answers to {distill.unlabeled_queries} unlabeled queries"
                if distill.unlabeled_queries else ""))
 
 

@@ -188,6 +188,24 @@ PARTS["orb-cli-dev-12-epochs"] = Part("orb-cli-dev-12-epochs", "examples/orb-cli
     settings={**PARTS["orb-cli-dev"].settings, "train": {"total_epochs": 12.0}}, baseline=NONE,
     columns=PARTS["orb-cli"].columns)
 
+# Where the template must teach what no labeled row shows (examples/orb-cli/unseen.yaml): four of
+# orb's eleven subcommands are in no training row, only in the template and in a request log of
+# queries without answers, which the unlabeled-query teacher answers. Direct fine-tuning cannot
+# write a name it never saw; the question is whether an internalizer can. Its dev split (200 rows).
+PARTS["orb-cli-unseen-dev"] = Part("orb-cli-unseen-dev", "examples/orb-cli/unseen.yaml", (
+    Table("orb-cli-unseen dev split: 4 of 11 subcommands only the template shows, 64 training rows", (
+        ("Direct fine-tuning", (NONE, FULL)), ("PromptIntern (paper)", ("promptintern",)),
+        ("Context distillation", ("context-distillation",)), UNLABELED),
+        note="Every row: 64 training rows none of which uses mirror, audit, ledger or rename, the same optimizer "
+             "steps (3 passes), except the last group: the full-prompt fine-tune answers 512 queries of the "
+             "task's request log (all eleven subcommands; no answers), the student trains 3 passes over the rows "
+             "plus the answers it keeps, and direct fine-tuning beside it takes as many steps (27 passes over "
+             "the 64 rows). EM unseen / seen: exact match on the dev rows whose subcommand no training row "
+             "shows, and on the others (examples/orb-cli/orb_metric.py). All 200 dev rows scored."),),
+    settings={"eval": {"test_split": "dev", "test_subset": None, "baseline_full_prompt": False}}, baseline=NONE,
+    columns=(("EM unseen %", "exact_match_unseen", "{:.2f}"), ("EM seen %", "exact_match_seen", "{:.2f}"),
+             *PARTS["orb-cli"].columns))
+
 METRIC_COLUMNS = {
     "bleu": (("BLEU", "bleu", "{:.2f}"), ("EM %", "exact_match", "{:.2f}"), ("NLC2CMD", "nlc2cmd", "{:.3f}"),
              ("BP", "brevity_penalty", "{:.3f}"), ("looping %", "looping_rate", "{:.1f}"),

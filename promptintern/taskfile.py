@@ -26,6 +26,7 @@ answer is scored. The three built-in benchmarks are task files of this same form
       train: data/train.jsonl              # paths relative to this file; "{data_dir}" is the
       dev: data/dev.jsonl                  #   run's data_dir (the built-in benchmarks use it)
       test: data/test.jsonl
+      unlabeled: data/requests.jsonl       # optional: queries nobody has answered (a request log)
       query: request                       # column names (or query_template: "{a} in {b}")
       output: answer
       id: id                               # optional; else the row number
@@ -62,7 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from promptintern.artifacts import sha256_file
 from promptintern.callables import import_callable
-from promptintern.datasets.base import DataError, Example, Task, TaskFileError, read_jsonl
+from promptintern.datasets.base import UNLABELED, DataError, Example, Task, TaskFileError, read_jsonl
 from promptintern.prompts import PromptFormat, SectionKind, Template, TemplateSection
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "taskfiles"
@@ -130,6 +131,10 @@ class DataSpec(_Strict):
     train: str | None = None
     dev: str | None = None
     test: str | None = None
+    unlabeled: str | None = Field(
+        None, description="queries nobody has answered yet (a request log; the output column may be absent): "
+                          "train.distill.unlabeled_queries takes its queries from here when given, else from "
+                          "the training rows past train_subset")
     format: Literal["auto", "jsonl", "csv", "parquet"] = "auto"
     query: str | None = Field(None, description="the query column")
     query_template: str | None = Field(None, description="the query built from columns: '{a} ({b})'")
@@ -144,7 +149,7 @@ class DataSpec(_Strict):
 
     @model_validator(mode="after")
     def _files_or_loader(self) -> DataSpec:
-        files = [s for s in ("train", "dev", "test") if getattr(self, s) is not None]
+        files = [s for s in ("train", "dev", "test", UNLABELED) if getattr(self, s) is not None]
         if self.loader is not None:
             if files:
                 raise ValueError(f"data: give files ({', '.join(files)}) or a loader, not both")
@@ -162,7 +167,7 @@ class DataSpec(_Strict):
     def split_names(self) -> tuple[str, ...]:
         if self.loader is not None:
             return tuple(self.splits or ())
-        return tuple(s for s in ("train", "dev", "test") if getattr(self, s) is not None)
+        return tuple(s for s in ("train", "dev", "test", UNLABELED) if getattr(self, s) is not None)
 
 
 class ShotsSpec(_Strict):
@@ -365,6 +370,12 @@ def _fill(where: str, template: str, row: dict, role: str) -> str:
     return re.sub(r"\{([A-Za-z_][\w ]*)\}", value, template)
 
 
+def _has_output(row: dict, data: DataSpec) -> bool:
+    if data.output_template:
+        return all(row.get(c) is not None for c in re.findall(r"\{([A-Za-z_][\w ]*)\}", data.output_template))
+    return row.get(data.output) is not None
+
+
 def load_rows(spec: TaskFile, path: Path, split: str, hint: str = "") -> list[Example]:
     """The rows of one data file as Examples; every other column is kept in ``meta``. ``hint``:
     what to do about a missing file."""
@@ -373,8 +384,11 @@ def load_rows(spec: TaskFile, path: Path, split: str, hint: str = "") -> list[Ex
     for n, (where, row) in enumerate(read_rows(path, data.format, hint)):
         query = _fill(where, data.query_template, row, "data.query_template") if data.query_template \
             else _text(where, row, data.query, "data.query")
-        output = _fill(where, data.output_template, row, "data.output_template") if data.output_template \
-            else _text(where, row, data.output, "data.output")
+        if split == UNLABELED and not _has_output(row, data):  # a query log: nobody has answered yet
+            output = ""
+        else:
+            output = _fill(where, data.output_template, row, "data.output_template") if data.output_template \
+                else _text(where, row, data.output, "data.output")
         ident = _text(where, row, data.id, "data.id") if data.id else str(n)
         if data.strip:
             query, output = query.strip(), output.strip()
@@ -478,7 +492,7 @@ def check_files(name_or_path: str, data_dir: str | Path | None) -> None:
     source = task_source(name_or_path)
     spec = read_task_file(source)
     lines = _parse(source)[1]
-    named = [(("data", split), getattr(spec.data, split)) for split in ("train", "dev", "test")]
+    named = [(("data", split), getattr(spec.data, split)) for split in ("train", "dev", "test", UNLABELED)]
     named += [(("shots", "pool"), spec.shots.pool), (("template", "file"), spec.template.file)]
     named += [(("template", "sections", i, "file"), s.file) for i, s in enumerate(spec.template.sections or ())]
     missing = []
@@ -499,7 +513,7 @@ def files_digest(name_or_path: str, data_dir: str | Path | None) -> dict[str, st
     what a cache key of the rows needs for a task file."""
     source = task_source(name_or_path)
     spec = read_task_file(source)
-    named = [spec.data.train, spec.data.dev, spec.data.test, spec.shots.pool, spec.template.file]
+    named = [spec.data.train, spec.data.dev, spec.data.test, spec.data.unlabeled, spec.shots.pool, spec.template.file]
     named += [s.file for s in spec.template.sections or ()]
     out = {"task_file": sha256_file(source)}
     for raw in filter(None, named):

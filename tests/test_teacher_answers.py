@@ -12,8 +12,9 @@ import pytest
 
 from promptintern.config import preset
 from promptintern.curriculum import steps_for_epochs
-from promptintern.datasets import DataError
-from promptintern.pipeline import prepare_dataset, read_examples, training_order, unlabeled_rows
+from promptintern.datasets import DataError, get_task
+from promptintern.pipeline import (prepare_dataset, read_examples, training_order, unlabeled_rows,
+                                   unlabeled_source)
 from promptintern.variants import variant_config
 
 
@@ -33,12 +34,63 @@ def test_unlabeled_queries_follow_the_training_subset_and_carry_no_reference(tin
         unlabeled_rows("nl2bash", str(tiny_data_dir), 8, 0, 25)
 
 
+def _logged_task(tmp_path: Path) -> tuple[Path, Path]:
+    """A task of 4 training rows and 2 test rows, as a task file without a request log and one
+    with a log of 4 queries (no answers)."""
+    rows = [{"q": f"request {i}", "a": f"answer {i}"} for i in range(10)]
+    for split, part in (("train", rows[:4]), ("test", rows[4:6])):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps({"q": r["q"]}) + "\n" for r in rows[6:]))
+    base = ("name: logged\ntemplate:\n  text: Answer.\ndata:\n  train: train.jsonl\n  test: test.jsonl\n"
+            "  query: q\n  output: a\nmetric:\n  name: exact_match\n")
+    plain, logged = tmp_path / "plain.yaml", tmp_path / "logged.yaml"
+    plain.write_text(base)
+    logged.write_text(base.replace("  query: q", "  unlabeled: log.jsonl\n  query: q"))
+    return plain, logged
+
+
+def test_a_request_log_is_where_unlabeled_queries_come_from(tmp_path):
+    """A task file's ``data.unlabeled`` (queries nobody has answered: no output column needed) is
+    the teacher's source; without one, every training row labeled leaves nothing to answer."""
+    plain, logged = _logged_task(tmp_path)
+    with pytest.raises(DataError, match=r"unlabeled_queries=1: .* 4 rows and train_subset=None .* at most 0 "
+                                        r".*data.unlabeled"):
+        unlabeled_rows(str(plain), str(tmp_path), None, 0, 1)
+    assert get_task(str(logged)).splits == ("train", "test", "unlabeled")
+    asked = unlabeled_rows(str(logged), str(tmp_path), None, 0, 3, references=True)
+    order = training_order(4, 0)  # the log's own seeded shuffle; every training row stays labeled
+    assert [r.query for r in asked] == [f"request {6 + i}" for i in order[:3]] and {r.target for r in asked} == {""}
+    assert unlabeled_source(str(logged)) == "unlabeled" and unlabeled_source(str(plain)) == "train"
+    with pytest.raises(DataError, match=r"unlabeled_queries=5: the 'unlabeled' split of .* has 4 queries"):
+        unlabeled_rows(str(logged), str(tmp_path), None, 0, 5)
+    with pytest.raises(DataError, match=r"eval.test_split='unlabeled': .* request log \(no answers to score against\); allowed: \['train', 'test'\]"):
+        prepare_dataset(str(logged), str(tmp_path), None, "unlabeled", None, 0, tmp_path / "frozen")
+
+
+def test_the_teacher_answers_a_request_log(tiny_model_dir, tmp_path, monkeypatch):
+    """From a log without answers: every labeled row kept, the log's queries answered, and no
+    score against references that do not exist."""
+    from promptintern import generate
+    from promptintern.config import RetrievalConfig
+    from promptintern.pipeline import teacher_answers
+
+    _, logged = _logged_task(tmp_path)
+    dataset, out = tmp_path / "dataset", tmp_path / "answers"
+    dataset.mkdir(), out.mkdir()
+    prepare_dataset(str(logged), str(tmp_path), None, "test", None, 0, dataset)
+    monkeypatch.setattr(generate, "generate_with", _fixed_answers(["yes"], [1]))
+    stats = teacher_answers(tiny_model_dir, dataset, str(tmp_path), None, 0, RetrievalConfig(), 4, out,
+                            max_new_tokens=8, batch_size=4)
+    assert stats["queries_from"] == "unlabeled" and stats["kept"] == 4 and stats["labeled_rows"] == 4
+    assert "kept_answers_vs_set_aside_references" not in stats
+    assert [r.target for r in read_examples(out / "train.jsonl")] == [f"answer {i}" for i in range(4)] + ["yes"] * 4
+
+
 @pytest.mark.parametrize("variant, overrides, message", [
     ("promptintern-distill", {"train": {"distill": {"teacher": "stage1", "unlabeled_queries": 4}}},
      "exists only after stage 1"),
     ("promptintern-distill", {"train": {"distill": {"unlabeled_queries": 4}}},
      r"stages \[1, 2\] train with shots: set schedule.absorb_examples=false"),
-    ("context-distillation-unlabeled", {"train_subset": None}, "train_subset is null"),
 ])
 def test_unlabeled_queries_refuse_what_they_cannot_do(variant, overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -151,7 +203,7 @@ def test_the_student_trains_on_the_teachers_answers(prefect_harness, tiny_data_d
                  if pq.read_metadata(p).num_rows == 14)
     assert pq.read_table(shard, columns=["target"]).column("target").to_pylist()[8:] == [" ls -l"] * 6
 
-    assert "trained on its answers to 6 unlabeled training queries" in result["markdown"]
+    assert "trained on its answers to 6 unlabeled queries" in result["markdown"]
     steps = steps_for_epochs(14, 4, 1, 3.0)
     metrics = {m["label"]: m for m in result["metrics"]}
     assert metrics["promptintern"]["train_steps"] == metrics["direct-no-template"]["train_steps"] == steps == 12  # 4 batches a pass

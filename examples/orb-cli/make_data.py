@@ -1,13 +1,19 @@
 """Write this example's rows: requests to `orb`, a command-line tool that does not exist, and the
 one command line that carries each out.
 
-    python examples/orb-cli/make_data.py      # rewrites data/*.jsonl (deterministic, seed 0)
+    python examples/orb-cli/make_data.py      # rewrites data/*.jsonl and data/unseen/*.jsonl (deterministic)
 
 Why a made-up tool: its subcommand and option names (`stash`, `thaw`, `--seal`, `--clobber`, ...)
 are arbitrary, so no model can guess them from a request; they are written only in the template
 (`orb_reference.md`). This is the case PromptIntern is for: a template that carries what the answers
 need. Every answer follows the reference: subcommand, its arguments, then its options in the order
 the reference lists them. 1,500 rows (1,000 train / 200 dev / 300 test), no request twice.
+
+``unseen.yaml`` is the same tool where the template must teach what no labeled row shows: four of
+the eleven subcommands (``UNSEEN``) never appear in a training row; a request log of 1,000 queries
+without answers (``data/unseen/unlabeled.jsonl``; its ``command`` column is kept only for a
+diagnostic) and the dev and test rows use all eleven, each row marked ``unseen`` when its
+subcommand is one of the four (seed 1; the rows of task.yaml are unchanged by it).
 """
 
 from __future__ import annotations
@@ -99,21 +105,40 @@ def row(rng: random.Random) -> tuple[str, str]:
     return request, command
 
 
-def main() -> None:
-    rng = random.Random(SEED)
-    seen, rows = set(), []
-    while len(rows) < 1500:
+UNSEEN = ("mirror", "audit", "ledger", "rename")  # unseen.yaml: in no training row (each with many requests)
+
+
+def distinct_rows(rng: random.Random, n: int, keep=lambda command: True, taken: set | None = None) -> list[dict]:
+    """``n`` rows whose command ``keep`` accepts, no request twice (nor one already in ``taken``)."""
+    taken = set() if taken is None else taken
+    rows = []
+    while len(rows) < n:
         request, command = row(rng)
-        if request not in seen:
-            seen.add(request)
+        if request not in taken and keep(command):
+            taken.add(request)
             rows.append({"request": request, "command": command})
-    out = HERE / "data"
-    out.mkdir(exist_ok=True)
-    for split, part in (("train", rows[:1000]), ("dev", rows[1000:1200]), ("test", rows[1200:])):
+    return rows
+
+
+def write_splits(out: Path, splits: dict[str, list[dict]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for split, part in splits.items():
         with (out / f"{split}.jsonl").open("w", encoding="utf-8") as fh:
             for i, r in enumerate(part):
                 fh.write(json.dumps({"id": f"{split}-{i}", **r}) + "\n")
-    print(f"wrote {len(rows)} rows to {out}")
+    print(f"wrote {sum(map(len, splits.values()))} rows to {out}")
+
+
+def main() -> None:
+    rows = distinct_rows(random.Random(SEED), 1500)
+    write_splits(HERE / "data", {"train": rows[:1000], "dev": rows[1000:1200], "test": rows[1200:]})
+
+    rng, taken = random.Random(SEED + 1), set()
+    labeled = distinct_rows(rng, 1000, lambda command: command.split()[1] not in UNSEEN, taken)
+    log, dev, test = (distinct_rows(rng, n, taken=taken) for n in (1000, 200, 300))
+    for r in dev + test:
+        r["unseen"] = r["command"].split()[1] in UNSEEN
+    write_splits(HERE / "data" / "unseen", {"train": labeled, "unlabeled": log, "dev": dev, "test": test})
 
 
 if __name__ == "__main__":

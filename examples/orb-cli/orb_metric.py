@@ -3,7 +3,8 @@
 Exact match (after collapsing whitespace) is the headline; beside it what a model gets right
 before the whole line: the subcommand, and the options (flags with their values) as an F1 against
 the reference's, so a model that learned the tool's names but not every option is told apart from
-one that writes another tool's command.
+one that writes another tool's command. Rows marked ``unseen`` (unseen.yaml: a subcommand no
+training row shows) are also scored apart: exact match and subcommand on them and on the others.
 """
 
 from __future__ import annotations
@@ -23,18 +24,23 @@ def _parts(command: str) -> tuple[str, set[str]]:
     return sub, options
 
 
+def _row(prediction: str, reference: str) -> tuple[bool, bool, float]:
+    """Exact match, right subcommand, options' F1 of one answer."""
+    (p_sub, p_opts), (r_sub, r_opts) = _parts(prediction), _parts(reference)
+    f1 = 1.0 if not p_opts and not r_opts else 2 * len(p_opts & r_opts) / (len(p_opts) + len(r_opts))
+    return " ".join(prediction.split()) == " ".join(reference.split()), p_sub == r_sub and bool(r_sub), f1
+
+
 def score(predictions: list[str], examples: list) -> dict:
-    exact = subcommand = f1_sum = 0.0
-    for prediction, example in zip(predictions, examples):
-        reference = example.target
-        exact += " ".join(prediction.split()) == " ".join(reference.split())
-        (p_sub, p_opts), (r_sub, r_opts) = _parts(prediction), _parts(reference)
-        subcommand += p_sub == r_sub and bool(r_sub)
-        if not p_opts and not r_opts:
-            f1_sum += 1.0
-        else:
-            hit = len(p_opts & r_opts)
-            f1_sum += 2 * hit / (len(p_opts) + len(r_opts))
-    n = max(1, len(examples))
-    return {"metric": "exact_match", "exact_match": 100.0 * exact / n, "subcommand": 100.0 * subcommand / n,
-            "option_f1": 100.0 * f1_sum / n, "n": len(examples)}
+    rows = [_row(p, e.target) for p, e in zip(predictions, examples)]
+    n = max(1, len(rows))
+    out = {"metric": "exact_match", "exact_match": 100.0 * sum(r[0] for r in rows) / n,
+           "subcommand": 100.0 * sum(r[1] for r in rows) / n, "option_f1": 100.0 * sum(r[2] for r in rows) / n,
+           "n": len(rows)}
+    if any("unseen" in e.meta for e in examples):
+        for name, wanted in (("unseen", True), ("seen", False)):
+            part = [r for r, e in zip(rows, examples) if bool(e.meta.get("unseen")) == wanted]
+            m = max(1, len(part))
+            out |= {f"exact_match_{name}": 100.0 * sum(r[0] for r in part) / m,
+                    f"subcommand_{name}": 100.0 * sum(r[1] for r in part) / m, f"n_{name}": len(part)}
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from promptintern.datasets.base import DataError, Example, Task, read_jsonl
+from promptintern.datasets.base import UNLABELED, DataError, Example, Task, read_jsonl
 
 
 def get_task(name_or_path: str, data_dir: str | Path | None = None) -> Task:
@@ -43,4 +43,4 @@ def builtin_tasks() -> list[str]:
     return builtin_names()
 
 
-__all__ = ["DataError", "Example", "Task", "builtin_tasks", "get_task", "postprocess", "read_jsonl"]
+__all__ = ["UNLABELED", "DataError", "Example", "Task", "builtin_tasks", "get_task", "postprocess", "read_jsonl"]

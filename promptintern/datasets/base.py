@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict
 from promptintern.prompts import PromptFormat, Template
 
 
+UNLABELED = "unlabeled"  # the split of queries nobody has answered (train.distill.unlabeled_queries)
+
+
 class DataError(ValueError):
     """Bad or missing data; the message names the file (and line) to look at."""
 
