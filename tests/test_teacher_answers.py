@@ -215,3 +215,15 @@ def test_the_student_trains_on_the_teachers_answers(prefect_harness, tiny_data_d
     assert states["teacher-logits"] == ["Cached"] and "teacher-answers" not in states
     # the teacher from the cache; the student (other rows) and the baseline (fewer steps) anew
     assert sorted(states["train-stage"]) == ["Cached", "Completed", "Completed"]
+
+
+def test_no_query_left_to_answer_fails_before_any_box(prefect_harness, tiny_data_dir, tmp_path):
+    """Every training row labeled and no request log: the run stops before it converts a model or
+    trains the teacher, with the numbers and what to give."""
+    from flows.dag import promptintern
+
+    overrides = {"data_dir": str(tiny_data_dir), "train_subset": None, "train": {"distill": {"unlabeled_queries": 4}}}
+    with pytest.raises(DataError, match=r"32 rows and train_subset=None of them are labeled, so at most 0 .*data.unlabeled"):
+        promptintern(preset="tiny", variant="context-distillation-unlabeled", overrides=overrides,
+                     artifact_root=str(tmp_path))
+    assert not [p for p in tmp_path.iterdir() if p.name != "runs"]  # no box began
