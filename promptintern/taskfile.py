@@ -71,6 +71,7 @@ SUFFIXES = (".yaml", ".yml", ".toml")
 POSTPROCESSORS = ("strip", "first-line", "code-block")
 METRICS = ("exact_match", "bleu", "chrf", "execution", "python")
 _DOTTED = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+_COLUMN = re.compile(r"\{([A-Za-z_][\w ]*)\}")  # a column named in query_template / output_template
 
 
 class _Strict(BaseModel):
@@ -367,12 +368,12 @@ def _fill(where: str, template: str, row: dict, role: str) -> str:
         v = row[column]
         return "\n".join(map(str, v)) if isinstance(v, list) else str(v)
 
-    return re.sub(r"\{([A-Za-z_][\w ]*)\}", value, template)
+    return _COLUMN.sub(value, template)
 
 
 def _has_output(row: dict, data: DataSpec) -> bool:
     if data.output_template:
-        return all(row.get(c) is not None for c in re.findall(r"\{([A-Za-z_][\w ]*)\}", data.output_template))
+        return all(row.get(c) is not None for c in _COLUMN.findall(data.output_template))
     return row.get(data.output) is not None
 
 
