@@ -206,6 +206,14 @@ PARTS["orb-cli-unseen-dev"] = Part("orb-cli-unseen-dev", "examples/orb-cli/unsee
     columns=(("EM unseen %", "exact_match_unseen", "{:.2f}"), ("EM seen %", "exact_match_seen", "{:.2f}"),
              *PARTS["orb-cli"].columns))
 
+# ... and its test split (300 rows), scored once for the dev part's rows
+PARTS["orb-cli-unseen"] = Part("orb-cli-unseen", "examples/orb-cli/unseen.yaml", tuple(
+    Table(t.title.replace("dev split", "test split"), t.groups,
+          t.note.replace("All 200 dev rows scored.", "All 300 test rows scored, once (the dev table above chose nothing "
+                                                      "to tune: these are its rows).").replace("the dev rows", "the test rows"))
+    for t in PARTS["orb-cli-unseen-dev"].tables),
+    settings={"eval": {"baseline_full_prompt": False}}, baseline=NONE, columns=PARTS["orb-cli-unseen-dev"].columns)
+
 METRIC_COLUMNS = {
     "bleu": (("BLEU", "bleu", "{:.2f}"), ("EM %", "exact_match", "{:.2f}"), ("NLC2CMD", "nlc2cmd", "{:.3f}"),
              ("BP", "brevity_penalty", "{:.3f}"), ("looping %", "looping_rate", "{:.1f}"),
