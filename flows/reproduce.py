@@ -128,6 +128,23 @@ def _load_record(path: Path) -> dict:
         raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); delete it or run without --resume") from exc
 
 
+def _merged_with(on_disk: dict[str, dict], runs: dict[str, dict], only: tuple[str, ...]) -> dict[str, dict]:
+    """The rows to write with ``--resume``: the record on disk, which another invocation of the same
+    part (``--variants`` others, beside this one) may have written since this one began, overlaid
+    by the rows this invocation ran or kept. A row still pending here, or one of a variant left to
+    other invocations (not in ``only``), keeps its row on disk; a row's seed runs are the union of
+    both when both rows are the same configuration (ours win a seed both made)."""
+    merged = {}
+    for variant, row in runs.items():
+        theirs = on_disk.get(variant)
+        if theirs is not None and (row.get("status") == "pending" or (only and variant not in only)):
+            row = theirs
+        elif theirs is not None and theirs.get("config_digest") == row.get("config_digest"):
+            row = {**row, "seed_runs": {**theirs.get("seed_runs", {}), **row.get("seed_runs", {})}}
+        merged[variant] = row
+    return merged
+
+
 def _variant_record(result: dict, root: Path) -> dict:
     """What the tables need from one run: the fine-tuned model's metrics, steps, what it ran."""
     report = json.loads((Path(result["run_dir"]) / "results.json").read_text())
@@ -199,7 +216,9 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
     rows of the existing record whose config digest is unchanged instead of running them again.
     ``extra_seeds``: then run every variant again with each of these ``train.seed`` values (the
     spread between training seeds, beside the test set's noise). ``only``: run just these variants
-    of the part; the others keep their rows from the record (with ``resume``) or stay pending."""
+    of the part; the others keep their rows from the record (with ``resume``) or stay pending. With
+    ``resume``, every write re-reads the record first, so two invocations of one part with
+    different ``only`` can run at once (one per core) without erasing each other's rows."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; allowed: {sorted(PARTS)}")
     spec: Part = PARTS[part]
@@ -221,6 +240,14 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
     if unknown:
         raise ValueError(f"--variants {', '.join(unknown)}: not in part {part!r}; allowed: {spec.variants}")
     kept: list[str] = []
+    record_path = doc_path.parent / "results" / f"{part}.json"
+
+    def _write(runs: dict[str, dict]) -> str:
+        if resume:  # what another invocation of the part wrote meanwhile stays
+            runs = _merged_with(_load_record(record_path).get("runs", {}), runs, only)
+        return write_results_task(part, _part_record(part, preset, overrides, runs, kept, started, load_start,
+                                                     doc_path), str(doc_path))
+
     for seed in (None, *extra_seeds):  # every variant once, then again for each extra training seed
         for number, variant in enumerate(spec.variants, start=1):
             if variant not in configs:
@@ -252,12 +279,10 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
             else:
                 runs[variant].setdefault("seed_runs", {})[str(seed)] = row
             # after every run: a stopped sweep keeps what it finished (``--resume`` goes on from it)
-            record = _part_record(part, preset, overrides, runs, kept, started, load_start, doc_path)
-            path = write_results_task(part, record, str(doc_path))
+            path = _write(runs)
 
     _publish_missing_predictions(part, runs, root, doc_path)  # rows kept from a record made before they were published
-    record = _part_record(part, preset, overrides, runs, kept, started, load_start, doc_path)
-    path = write_results_task(part, record, str(doc_path))
+    path = _write(runs)
     failed = [v for v, r in runs.items() if r["status"] not in ("completed", "skipped")]
     if failed:
         raise RuntimeError(f"reproduce {part}: {len(failed)} variant runs did not complete: {', '.join(failed)} "

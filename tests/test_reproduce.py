@@ -367,6 +367,30 @@ def test_extra_training_seeds_add_per_seed_scores_and_tests(prefect_harness, tin
         rep.reproduce(**args, only=("bank-25",))
 
 
+def test_two_invocations_with_variants_beside_each_other_keep_each_others_rows():
+    """``--resume --variants a`` and ``--resume --variants b`` on one part at once: each writes the
+    record after every run, and neither erases what the other wrote since it began."""
+    from flows.reproduce import _merged_with
+
+    done = lambda digest, **seeds: {"status": "completed", "config_digest": digest,  # noqa: E731
+                                    "seed_runs": {k: {"status": "completed", "bleu": v} for k, v in seeds.items()}}
+    # A (--variants promptintern) began when the record held seed 0 of both; B then wrote direct's seed 1
+    on_disk = {"promptintern": done("p"), "direct-no-template": done("d", **{"1": 20.0}), "distill": done("c")}
+    mine = {"promptintern": done("p", **{"1": 18.0}), "direct-no-template": done("d"),
+            "distill": {"status": "pending"}}
+    merged = _merged_with(on_disk, mine, ("promptintern",))
+    assert merged["promptintern"]["seed_runs"] == {"1": {"status": "completed", "bleu": 18.0}}
+    assert merged["direct-no-template"]["seed_runs"]["1"]["bleu"] == 20.0  # B's, not A's stale copy
+    assert merged["distill"]["status"] == "completed"  # pending here: the row on disk stays
+    # the same row on both sides unions its seeds, ours winning a seed both made
+    both = _merged_with({"promptintern": done("p", **{"1": 1.0, "2": 2.0})},
+                        {"promptintern": done("p", **{"2": 3.0})}, ())
+    assert {k: v["bleu"] for k, v in both["promptintern"]["seed_runs"].items()} == {"1": 1.0, "2": 3.0}
+    # a row run again with another configuration does not inherit the old configuration's seeds
+    again = _merged_with({"promptintern": done("old", **{"1": 1.0})}, {"promptintern": done("new")}, ())
+    assert again["promptintern"]["seed_runs"] == {}
+
+
 @pytest.mark.parametrize("argv, ran, timed", [
     (["timing"], [], ("nl2bash", "mbpp")),
     (["mbpp", "timing", "--resume"], ["mbpp"], ("mbpp",)),
