@@ -66,7 +66,7 @@ DIRECT = ("Direct fine-tuning", ("direct-template-kshot", "direct-template-0.6-h
 OURS = ("PromptIntern", ("promptintern",))
 
 # The dev parts' last group: the teacher's answers to unlabeled queries, and the steps they take
-UNLABELED = ("With unlabeled queries", ("context-distillation-unlabeled", "direct-no-template-27-passes"))
+UNLABELED_GROUP = ("With unlabeled queries", ("context-distillation-unlabeled", "direct-no-template-27-passes"))
 UNLABELED_NOTE = ("the teacher (the full-prompt fine-tune) also answers 512 training queries that are not the 64 "
                   "rows, and the student trains 3 passes over the rows plus the answers it keeps; direct fine-tuning "
                   "beside it is given as many steps (27 passes over the 64 rows).")
@@ -102,7 +102,7 @@ PARTS: dict[str, Part] = {
                            "promptintern-final-heavy", "promptintern-replay", "promptintern-adaptive",
                            "promptintern-distill")),
             ("Context distillation", ("context-distillation",)),
-            UNLABELED,
+            UNLABELED_GROUP,
         ), note="Every row: 64 training rows, the same optimizer steps, except the last group: " + UNLABELED_NOTE
                 + " Scored on the first 300 rows of "
                 "the dev split, which chooses the settings (the test split is scored once per final "
@@ -170,7 +170,7 @@ PARTS["orb-cli-dev"] = Part("orb-cli-dev", "examples/orb-cli/task.yaml", (
         ("Curricula", ("null-curriculum", "promptintern-wsd", "promptintern-final-heavy", "promptintern-replay",
                        "promptintern-adaptive", "promptintern-distill")),
         ("Context distillation", ("context-distillation",)),
-        UNLABELED,
+        UNLABELED_GROUP,
     ), note="The last group: " + UNLABELED_NOTE + " Scored on the first 168 of the 200 dev rows (the last 32 are promptintern-adaptive's probe rows), "
             "which choose the settings; the test split is scored once per final configuration (the orb-cli "
             "table above)."),),
@@ -195,7 +195,7 @@ PARTS["orb-cli-dev-12-epochs"] = Part("orb-cli-dev-12-epochs", "examples/orb-cli
 PARTS["orb-cli-unseen-dev"] = Part("orb-cli-unseen-dev", "examples/orb-cli/unseen.yaml", (
     Table("orb-cli-unseen dev split: 4 of 11 subcommands only the template shows, 64 training rows", (
         ("Direct fine-tuning", (NONE, FULL)), ("PromptIntern (paper)", ("promptintern",)),
-        ("Context distillation", ("context-distillation",)), UNLABELED),
+        ("Context distillation", ("context-distillation",)), UNLABELED_GROUP),
         note="Every row: 64 training rows none of which uses mirror, audit, ledger or rename, the same optimizer "
              "steps (3 passes), except the last group: the full-prompt fine-tune answers 512 queries of the "
              "task's request log (all eleven subcommands; no answers), the student trains 3 passes over the rows "
