@@ -70,3 +70,20 @@ def test_the_metric_scores_the_subcommand_and_options_apart():
     out = score(["orb stash /srv/db --keep 5 --seal", "orb quota", "orb peek arc-1234 --into ./out"], marked)
     assert (out["exact_match_unseen"], out["subcommand_unseen"], out["n_unseen"]) == (100.0, 100.0, 1)
     assert (out["exact_match_seen"], out["subcommand_seen"], out["n_seen"]) == (50.0, 50.0, 2)
+
+
+def test_the_unseen_report_rederives_the_published_counts():
+    """docs/results.md's counts on orb-cli-unseen's unseen rows, from the published test answers."""
+    sys.path.insert(0, str(HERE))
+    try:
+        from unseen_report import report
+    finally:
+        sys.path.remove(str(HERE))
+    out = report(HERE.parents[1] / "docs" / "results" / "predictions" / "orb-cli-unseen", "test")
+    assert (out["rows"], out["spelled_out"]) == (127, 41)
+    models = out["models"]
+    assert models["context-distillation-unlabeled"] == {"right_subcommand": 31, "exact": 8, "right_and_spelled_out": 31}
+    assert models["direct-template-kshot"] == {"right_subcommand": 28, "exact": 11, "right_and_spelled_out": 27}
+    labeled_only = ("direct-no-template", "direct-no-template-27-passes", "promptintern", "context-distillation")
+    assert all(models[m]["right_subcommand"] == 0 for m in labeled_only)
+    assert (out["sign_test"]["wins"], out["sign_test"]["losses"]) == (31, 0) and out["sign_test"]["p_value"] < 1e-8
