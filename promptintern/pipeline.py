@@ -121,7 +121,12 @@ def unlabeled_rows(task_name: str, data_dir: str, train_subset: int | None, seed
                             f"train_subset={train_subset} of them are labeled, so at most {len(train) - labeled} "
                             f"are left (give the task a request log: data.{UNLABELED} in its task file)")
         rows = [train[i] for i in training_order(len(train), seed)[labeled:labeled + n]]
-    return rows if references else [r.model_copy(update={"target": ""}) for r in rows]
+    return rows if references else blanked(rows)
+
+
+def blanked(rows: list[Example]) -> list[Example]:
+    """The rows with their references set aside: what the teacher is asked."""
+    return [r.model_copy(update={"target": ""}) for r in rows]
 
 
 def train_rows(dataset_dir: Path) -> int:
@@ -470,7 +475,7 @@ def teacher_answers(model_dir: Path, dataset_dir: Path, data_dir: str, template_
     info = json.loads((dataset_dir / "info.json").read_text())
     labeled = read_examples(dataset_dir / "train.jsonl")
     held = unlabeled_rows(info["task"], data_dir, info["train_rows"], info["seed"], queries, references=True)
-    asked = [r.model_copy(update={"target": ""}) for r in held]
+    asked = blanked(held)
     # the queries as a dataset whose test rows they are: the bank retrieves their shots from the
     # labeled rows and ``benchmark_prompts`` renders them exactly as it renders a test row
     qdir = out / "queries"

@@ -192,27 +192,30 @@ PARTS["orb-cli-dev-12-epochs"] = Part("orb-cli-dev-12-epochs", "examples/orb-cli
 # orb's eleven subcommands are in no training row, only in the template and in a request log of
 # queries without answers, which the unlabeled-query teacher answers. Direct fine-tuning cannot
 # write a name it never saw; the question is whether an internalizer can. Its dev split (200 rows).
+_UNSEEN_TITLE = "orb-cli-unseen {split} split: 4 of 11 subcommands only the template shows, 64 training rows"
+_UNSEEN_NOTE = (
+    "Every row: 64 training rows none of which uses mirror, audit, ledger or rename, the same optimizer "
+    "steps (3 passes), except the last group: the full-prompt fine-tune answers 512 queries of the "
+    "task's request log (all eleven subcommands; no answers), the student trains 3 passes over the rows "
+    "plus the answers it keeps, and direct fine-tuning beside it takes as many steps (27 passes over "
+    "the 64 rows). EM unseen / seen: exact match on the {split} rows whose subcommand no training row "
+    "shows, and on the others (examples/orb-cli/orb_metric.py). {scored}")
+_UNSEEN_GROUPS = (("Direct fine-tuning", (NONE, FULL)), ("PromptIntern (paper)", ("promptintern",)),
+                  ("Context distillation", ("context-distillation",)), UNLABELED_GROUP)
+_UNSEEN_COLUMNS = (("EM unseen %", "exact_match_unseen", "{:.2f}"), ("EM seen %", "exact_match_seen", "{:.2f}"),
+                   *PARTS["orb-cli"].columns)
 PARTS["orb-cli-unseen-dev"] = Part("orb-cli-unseen-dev", "examples/orb-cli/unseen.yaml", (
-    Table("orb-cli-unseen dev split: 4 of 11 subcommands only the template shows, 64 training rows", (
-        ("Direct fine-tuning", (NONE, FULL)), ("PromptIntern (paper)", ("promptintern",)),
-        ("Context distillation", ("context-distillation",)), UNLABELED_GROUP),
-        note="Every row: 64 training rows none of which uses mirror, audit, ledger or rename, the same optimizer "
-             "steps (3 passes), except the last group: the full-prompt fine-tune answers 512 queries of the "
-             "task's request log (all eleven subcommands; no answers), the student trains 3 passes over the rows "
-             "plus the answers it keeps, and direct fine-tuning beside it takes as many steps (27 passes over "
-             "the 64 rows). EM unseen / seen: exact match on the dev rows whose subcommand no training row "
-             "shows, and on the others (examples/orb-cli/orb_metric.py). All 200 dev rows scored."),),
+    Table(_UNSEEN_TITLE.format(split="dev"), _UNSEEN_GROUPS,
+          note=_UNSEEN_NOTE.format(split="dev", scored="All 200 dev rows scored.")),),
     settings={"eval": {"test_split": "dev", "test_subset": None, "baseline_full_prompt": False}}, baseline=NONE,
-    columns=(("EM unseen %", "exact_match_unseen", "{:.2f}"), ("EM seen %", "exact_match_seen", "{:.2f}"),
-             *PARTS["orb-cli"].columns))
+    columns=_UNSEEN_COLUMNS)
 
 # ... and its test split (300 rows), scored once for the dev part's rows
-PARTS["orb-cli-unseen"] = Part("orb-cli-unseen", "examples/orb-cli/unseen.yaml", tuple(
-    Table(t.title.replace("dev split", "test split"), t.groups,
-          t.note.replace("All 200 dev rows scored.", "All 300 test rows scored, once (the dev table above chose nothing "
-                                                      "to tune: these are its rows).").replace("the dev rows", "the test rows"))
-    for t in PARTS["orb-cli-unseen-dev"].tables),
-    settings={"eval": {"baseline_full_prompt": False}}, baseline=NONE, columns=PARTS["orb-cli-unseen-dev"].columns)
+PARTS["orb-cli-unseen"] = Part("orb-cli-unseen", "examples/orb-cli/unseen.yaml", (
+    Table(_UNSEEN_TITLE.format(split="test"), _UNSEEN_GROUPS, note=_UNSEEN_NOTE.format(
+        split="test", scored="All 300 test rows scored, once (the dev table above chose nothing to tune: "
+                             "these are its rows).")),),
+    settings={"eval": {"baseline_full_prompt": False}}, baseline=NONE, columns=_UNSEEN_COLUMNS)
 
 METRIC_COLUMNS = {
     "bleu": (("BLEU", "bleu", "{:.2f}"), ("EM %", "exact_match", "{:.2f}"), ("NLC2CMD", "nlc2cmd", "{:.3f}"),

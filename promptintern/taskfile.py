@@ -71,6 +71,7 @@ SUFFIXES = (".yaml", ".yml", ".toml")
 POSTPROCESSORS = ("strip", "first-line", "code-block")
 METRICS = ("exact_match", "bleu", "chrf", "execution", "python")
 _DOTTED = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+FILE_SPLITS = ("train", "dev", "test", UNLABELED)  # the splits a task file names files for (data.<split>)
 _COLUMN = re.compile(r"\{([A-Za-z_][\w ]*)\}")  # a column named in query_template / output_template
 
 
@@ -150,7 +151,7 @@ class DataSpec(_Strict):
 
     @model_validator(mode="after")
     def _files_or_loader(self) -> DataSpec:
-        files = [s for s in ("train", "dev", "test", UNLABELED) if getattr(self, s) is not None]
+        files = [s for s in FILE_SPLITS if getattr(self, s) is not None]
         if self.loader is not None:
             if files:
                 raise ValueError(f"data: give files ({', '.join(files)}) or a loader, not both")
@@ -168,7 +169,7 @@ class DataSpec(_Strict):
     def split_names(self) -> tuple[str, ...]:
         if self.loader is not None:
             return tuple(self.splits or ())
-        return tuple(s for s in ("train", "dev", "test", UNLABELED) if getattr(self, s) is not None)
+        return tuple(s for s in FILE_SPLITS if getattr(self, s) is not None)
 
 
 class ShotsSpec(_Strict):
@@ -493,7 +494,7 @@ def check_files(name_or_path: str, data_dir: str | Path | None) -> None:
     source = task_source(name_or_path)
     spec = read_task_file(source)
     lines = _parse(source)[1]
-    named = [(("data", split), getattr(spec.data, split)) for split in ("train", "dev", "test", UNLABELED)]
+    named = [(("data", split), getattr(spec.data, split)) for split in FILE_SPLITS]
     named += [(("shots", "pool"), spec.shots.pool), (("template", "file"), spec.template.file)]
     named += [(("template", "sections", i, "file"), s.file) for i, s in enumerate(spec.template.sections or ())]
     missing = []
@@ -514,7 +515,7 @@ def files_digest(name_or_path: str, data_dir: str | Path | None) -> dict[str, st
     what a cache key of the rows needs for a task file."""
     source = task_source(name_or_path)
     spec = read_task_file(source)
-    named = [spec.data.train, spec.data.dev, spec.data.test, spec.data.unlabeled, spec.shots.pool, spec.template.file]
+    named = [getattr(spec.data, split) for split in FILE_SPLITS] + [spec.shots.pool, spec.template.file]
     named += [s.file for s in spec.template.sections or ()]
     out = {"task_file": sha256_file(source)}
     for raw in filter(None, named):
