@@ -12,6 +12,11 @@ depends on it.
     load dataset ─┬─> compress template (one per distinct tau) ─┐
                   └─> build retrieval bank ─────────────────────┴─> stage shards (Parquet)
         ─> train stage 1 -> ... -> stage T (one LoRA adapter) ─> merge ─> benchmark ─> report
+
+The training boxes read the training side of the data alone (its own dataset and bank folders, no
+test rows): scoring another split or subset (``eval.test_split``, ``eval.test_subset``) benchmarks
+the same trained models again and trains nothing. Only adaptive stage lengths, whose probe rows
+must not meet the scored rows, train on a dataset folder that knows the test rows.
 """
 
 from __future__ import annotations
@@ -129,12 +134,12 @@ def _teacher_answered(opts: dict, root: str, model: str, adapter: str | None, da
         cfg.eval.prefix_cache, chat, hardware=hw)
 
 
-def _direct_baseline(opts: dict, root: str, model: str, dataset: str, cfg: RunConfig, steps: int,
+def _direct_baseline(opts: dict, root: str, model: str, train_data: str, dataset: str, cfg: RunConfig, steps: int,
                      scoring, chat: str, hw: dict) -> tuple[str, str]:
     """The honest comparison: plain fine-tuning on the query alone for ``steps`` optimizer steps (as
     many as the run took), the same recipe otherwise; its training folder and its benchmark."""
     spec = StageSpec(stage=1, tau=0.0, k=0)
-    shard = shard_task.with_options(**opts)(root, dataset, None, None, spec, model, chat)
+    shard = shard_task.with_options(**opts)(root, train_data, None, None, spec, model, chat)
     adapter = train_stage_task.with_options(**opts)(root, model, shard, None, cfg.lora,
                                                     direct_train_settings(cfg.train), single_stage_plan(steps),
                                                     hardware=hw)
@@ -205,9 +210,13 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
     compressor_print = model_fingerprint(cfg.compression.model) if separate_compressor else None
     adaptive = cfg.train.adaptive if len(stages) > 1 else None
     probe = dict(probe_split=cfg.probe_split(), probe_rows=adaptive.dev_rows) if adaptive else {}
+    # what the benchmarks score, and what training reads: the same folder only for adaptive stage
+    # lengths (their probe rows are checked against the scored ones)
     dataset = load_dataset_task.with_options(**opts)(
         root, cfg.dataset, data_dir, data_digest, cfg.train_subset,
         cfg.eval.test_split, cfg.eval.test_subset, cfg.seed, **probe)
+    train_data = dataset if adaptive else load_dataset_task.with_options(**opts)(
+        root, cfg.dataset, data_dir, data_digest, cfg.train_subset, None, None, cfg.seed)
     model = prepare_model_task.with_options(**opts)(root, cfg.model, model_print)
     compressor = model
     if separate_compressor:
@@ -218,14 +227,16 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
     taus = {s.tau for s in stages} | ({1.0} if full_prompt else set())
     futures = {
         tau: compress_template_task.with_options(**opts).submit(
-            root, dataset, tau, cfg.compression if tau < 1.0 else VERBATIM, compressor,
+            root, train_data, tau, cfg.compression if tau < 1.0 else VERBATIM, compressor,
             hardware=hw if tau < 1.0 else None)  # a verbatim template runs no model
         for tau in sorted(taus, reverse=True) if tau > 0.0
     }
     k_max = max([s.k for s in stages] + [cfg.schedule.k0 if full_prompt else 0])
-    bank_future = build_bank_task.with_options(**opts).submit(root, dataset, k_max, cfg.retrieval, cfg.seed) if k_max else None
+    banks = {data: build_bank_task.with_options(**opts).submit(root, data, k_max, cfg.retrieval, cfg.seed)
+             for data in dict.fromkeys((train_data, dataset))} if k_max else {}
     templates: dict[float, str | None] = {tau: f.result() for tau, f in futures.items()} | {0.0: None}
-    bank = bank_future.result() if bank_future is not None else None
+    # the training rows' shots, and the scored rows' (the same folder when training knows the test rows)
+    bank, eval_bank = (banks[train_data].result(), banks[dataset].result()) if k_max else (None, None)
 
     chat = cfg.chat or get_task(cfg.dataset).chat  # the run's choice, else the task file's
 
@@ -239,7 +250,7 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
                                                       spec, model, chat, replay, **final)
 
     # the budget as counted on the labeled rows (what a full-prompt teacher trains for)
-    budget = sum(p.steps for p in plan_stages(len(stages), cfg.train, train_rows(Path(root) / dataset)))
+    budget = sum(p.steps for p in plan_stages(len(stages), cfg.train, train_rows(Path(root) / train_data)))
     # a one-stage run reads none of the multi-stage settings: leave them out of its cache key, so
     # the direct-no-template variant and every run's equal-steps baseline are one model
     recipe = cfg.train if len(stages) > 1 else one_stage_recipe(cfg.train)
@@ -247,15 +258,15 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
     # context distillation (train.distill): the teacher's answer logits on the full-prompt rows, a
     # box of their own, read by the stages whose rows are in the inference form; with
     # unlabeled_queries, the teacher's answers to more queries join the rows the stages train on
-    teacher, full_shard, train_set = None, None, dataset
+    teacher, full_shard, train_set = None, None, train_data
     if cfg.train.distill is not None:
         full_spec = StageSpec(stage=1, tau=1.0, k=cfg.schedule.k0)
-        full_shard = shard_task.with_options(**opts)(root, dataset, templates[1.0], bank if full_spec.k else None,
+        full_shard = shard_task.with_options(**opts)(root, train_data, templates[1.0], bank if full_spec.k else None,
                                                      full_spec, model, chat)
         if cfg.train.distill.teacher != "stage1":
             teacher_adapter, teacher = _teacher(opts, root, model, full_shard, cfg, budget, hw)
             if cfg.train.distill.unlabeled_queries:
-                train_set = _teacher_answered(opts, root, model, teacher_adapter, dataset, data_dir, data_digest,
+                train_set = _teacher_answered(opts, root, model, teacher_adapter, train_data, data_dir, data_digest,
                                               templates[1.0], cfg, chat, hw)
 
     shards = [submit_shard(s) for s in stages]
@@ -263,7 +274,7 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
     # adaptive stage lengths: a stage ends when the next stage's form stops improving on the probe
     # rows (dev rows in that form, one shard per later stage); the budget stays the plans' sum
     probes = {s.stage - 1: shard_task.with_options(**opts).submit(
-        root, dataset, templates[s.tau], bank if s.k else None, s, model, chat, split="dev")
+        root, train_data, templates[s.tau], bank if s.k else None, s, model, chat, split="dev")
         for s in stages[1:]} if adaptive else {}
     adapter = None
     stage_dirs = []
@@ -273,7 +284,7 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
         if adaptive:
             plan = adaptive_plan(plans, plan.stage, used, adaptive.min_steps)
             extra = dict(probe_shard_dir=probes[plan.stage].result() if plan.stage in probes else None,
-                         dataset_dir=dataset, probe_generation=(cfg.eval.max_new_tokens, cfg.eval.batch_size))
+                         dataset_dir=train_data, probe_generation=(cfg.eval.max_new_tokens, cfg.eval.batch_size))
         if teacher is not None and (plan.stage == len(stages) or cfg.schedule.replay):
             extra |= dict(teacher_dir=teacher, distill_form=(inference.tau, inference.k))
         adapter = train_stage_task.with_options(**opts)(root, model, shard.result(), adapter, cfg.lora, recipe, plan,
@@ -284,7 +295,7 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
             _, teacher = _teacher(opts, root, model, full_shard, cfg, budget, hw, stage1=adapter)
     merged = merge_task.with_options(**opts)(root, model, adapter, hardware=hw,
                                              quantized=cfg.train.quantize_base is not None)
-    serving = serving_task.with_options(**opts)(root, merged, dataset, templates[inference.tau], inference.k,
+    serving = serving_task.with_options(**opts)(root, merged, train_data, templates[inference.tau], inference.k,
                                                 cfg.eval.max_new_tokens, chat)
 
     # One model's benchmark does not depend on whether the baselines are benchmarked too: those
@@ -293,15 +304,15 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
     scoring = cfg.eval.model_copy(update={"baseline_full_prompt": True, "baseline_direct": True,
                                           "baseline_query_only": True})
     evals = {"promptintern": benchmark_task.with_options(**opts)(
-        root, merged, dataset, templates[inference.tau], bank if inference.k else None, inference.k,
+        root, merged, dataset, templates[inference.tau], eval_bank if inference.k else None, inference.k,
         scoring, "promptintern", chat, hardware=hw)}
     baseline_dirs: dict[str, str] = {}
     if cfg.eval.baseline_direct and not is_direct_no_template(cfg):
         baseline_dirs["direct-no-template"], evals["direct-no-template"] = _direct_baseline(
-            opts, root, model, dataset, cfg, used, scoring, chat, hw)
+            opts, root, model, train_data, dataset, cfg, used, scoring, chat, hw)
     if cfg.eval.baseline_full_prompt:
         evals["base-full-prompt"] = benchmark_task.with_options(**opts)(
-            root, model, dataset, templates[1.0], bank, cfg.schedule.k0, scoring, "base-full-prompt", chat,
+            root, model, dataset, templates[1.0], eval_bank, cfg.schedule.k0, scoring, "base-full-prompt", chat,
             hardware=hw)
     if cfg.eval.baseline_query_only:
         evals["base-query-only"] = benchmark_task.with_options(**opts)(

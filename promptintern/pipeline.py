@@ -38,7 +38,7 @@ def read_examples(path: Path) -> list[Example]:
         return [Example.model_validate_json(line) for line in fh if line.strip()]
 
 
-def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, test_split: str,
+def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, test_split: str | None,
                     test_subset: int | None, seed: int, out: Path, probe_split: str | None = None,
                     probe_rows: int | None = None) -> dict:
     """Load the splits, take the subsets, and freeze them (plus the template) into ``out``.
@@ -46,27 +46,31 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
     The training subset is the first N rows of a seeded shuffle; the test subset is the first N
     rows in the split's own order, so every run and variant is scored on the same rows. With
     ``probe_split``, its *last* ``probe_rows`` rows go to ``dev.jsonl``: what adaptive stage
-    lengths probe (``train.adaptive``); never rows the benchmark scores.
+    lengths probe (``train.adaptive``); never rows the benchmark scores. ``test_split`` None: the
+    training side alone, no test rows (what the training boxes read, so that scoring other rows
+    trains nothing again).
     """
     task = get_task(task_name)
     scorable = [s for s in task.splits if s != UNLABELED]  # unanswered queries have nothing to score against
-    if test_split not in scorable:
+    if test_split is not None and test_split not in scorable:
         why = "is its request log (no answers to score against)" if test_split == UNLABELED else "has no such split"
         raise DataError(f"eval.test_split={test_split!r}: dataset {task_name!r} {why}; allowed: {scorable}")
     train = task.load(data_dir, "train")
-    test = task.load(data_dir, test_split)
+    test = task.load(data_dir, test_split) if test_split is not None else None
     for name, size, split_name, split in (("train_subset", train_subset, "train", train),
                                           ("eval.test_subset", test_subset, test_split, test)):
-        if size is not None and size > len(split):
+        if split is not None and size is not None and size > len(split):
             raise DataError(f"{name}={size} is larger than the {split_name!r} split of {task_name!r} "
                             f"({len(split)} rows): set {name} to at most {len(split)}, or to null for all rows")
     if train_subset is not None:
         train = [train[i] for i in sorted(training_order(len(train), seed)[:train_subset])]
     dev = _probe_rows(task, data_dir, probe_split, probe_rows, test_split, test_subset) if probe_split else None
-    if test_subset is not None:
+    if test is not None and test_subset is not None:
         test = test[:test_subset]
-    info = {"task": task_name, "train_rows": len(train), "test_rows": len(test),
+    info = {"task": task_name, "train_rows": len(train), "test_rows": len(test) if test is not None else None,
             "test_split": test_split, "seed": seed}
+    if test is None:  # the training side alone
+        del info["test_rows"], info["test_split"]
     if dev is not None:
         info |= {"probe_split": probe_split, "probe_rows": len(dev)}
     pool = task.load_pool(Path(data_dir)) if task.load_pool is not None else None
@@ -76,7 +80,8 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
         info |= {"pool_rows": len(pool), "shot_select": task.shot_select}
     with resource_errors(f"writing the {task_name} dataset rows", out):
         write_examples(out / "train.jsonl", train)
-        write_examples(out / "test.jsonl", test)
+        if test is not None:
+            write_examples(out / "test.jsonl", test)
         if dev is not None:
             write_examples(out / "dev.jsonl", dev)
         if pool is not None:
@@ -134,7 +139,7 @@ def train_rows(dataset_dir: Path) -> int:
     return int(json.loads((dataset_dir / "info.json").read_text())["train_rows"])
 
 
-def _probe_rows(task: Task, data_dir: str, split: str, rows: int | None, test_split: str,
+def _probe_rows(task: Task, data_dir: str, split: str, rows: int | None, test_split: str | None,
                 test_subset: int | None) -> list[Example]:
     """The last ``rows`` rows of ``split``, checked not to meet the rows the benchmark scores."""
     if split not in task.splits:
@@ -221,14 +226,15 @@ def read_template_text(template_dir: Path | None) -> str:
 
 
 def bank(dataset_dir: Path, k: int, cfg: RetrievalConfig, seed: int, out: Path) -> dict:
-    """Top-k training neighbors of every training row (self excluded) and every test row.
+    """Top-k training neighbors of every training row (self excluded), every test row and every probe
+    row (a dataset folder of the training side alone has no test rows: none for them).
 
     A task with a fixed shot pool (``pool.jsonl``) draws from the pool instead: its first k rows
     for every row (``shot_select`` fixed), or the k most similar pool rows (retrieve)."""
     from promptintern.retrieve import build_bank, retrieve_for
 
     train = read_examples(dataset_dir / "train.jsonl")
-    test = read_examples(dataset_dir / "test.jsonl")
+    test = read_examples(dataset_dir / "test.jsonl") if (dataset_dir / "test.jsonl").is_file() else None
     if (dataset_dir / "pool.jsonl").is_file():
         return _pool_bank(dataset_dir, train, test, k, cfg, out)
     k = min(k, len(train) - 1)
@@ -238,24 +244,27 @@ def bank(dataset_dir: Path, k: int, cfg: RetrievalConfig, seed: int, out: Path) 
                                      "or retrieval.scorer=bm25"):
         train_bank = build_bank(queries, k, scorer=cfg.scorer, bank_fraction=cfg.bank_fraction, seed=seed)
         np.save(out / "train_neighbors.npy", train_bank.neighbors)
-        np.save(out / "test_neighbors.npy", retrieve_for([r.query for r in test], queries, k, scorer=cfg.scorer))
+        if test is not None:
+            np.save(out / "test_neighbors.npy", retrieve_for([r.query for r in test], queries, k, scorer=cfg.scorer))
         if (dataset_dir / "dev.jsonl").is_file():  # the probe rows of adaptive stage lengths
             dev = read_examples(dataset_dir / "dev.jsonl")
             np.save(out / "dev_neighbors.npy", retrieve_for([r.query for r in dev], queries, k, scorer=cfg.scorer))
     stats = {"k": k, "scorer": cfg.scorer, "bank_fraction": cfg.bank_fraction,
-             "pool_size": train_bank.pool_size, "train_rows": len(train), "test_rows": len(test)}
+             "pool_size": train_bank.pool_size, "train_rows": len(train)}
+    if test is not None:
+        stats["test_rows"] = len(test)
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats
 
 
-def _pool_bank(dataset_dir: Path, train: list[Example], test: list[Example], k: int, cfg: RetrievalConfig,
+def _pool_bank(dataset_dir: Path, train: list[Example], test: list[Example] | None, k: int, cfg: RetrievalConfig,
                out: Path) -> dict:
     from promptintern.retrieve import retrieve_for
 
     pool = read_examples(dataset_dir / "pool.jsonl")
     select = json.loads((dataset_dir / "info.json").read_text()).get("shot_select", "fixed")
     k = min(k, len(pool))
-    splits = [("train", train), ("test", test)]
+    splits = [("train", train)] + ([("test", test)] if test is not None else [])
     if (dataset_dir / "dev.jsonl").is_file():
         splits.append(("dev", read_examples(dataset_dir / "dev.jsonl")))
     for split, rows in splits:
@@ -265,7 +274,9 @@ def _pool_bank(dataset_dir: Path, train: list[Example], test: list[Example], k: 
             neighbors = retrieve_for([r.query for r in rows], [p.query for p in pool], k, scorer=cfg.scorer)
         np.save(out / f"{split}_neighbors.npy", neighbors)
     stats = {"k": k, "scorer": cfg.scorer if select == "retrieve" else None, "shots_from": f"pool ({select})",
-             "pool_size": len(pool), "train_rows": len(train), "test_rows": len(test)}
+             "pool_size": len(pool), "train_rows": len(train)}
+    if test is not None:
+        stats["test_rows"] = len(test)
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats
 

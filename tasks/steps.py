@@ -137,10 +137,10 @@ def prepare_model_task(root: str, spec: str, fingerprint: str) -> str:
 
 @_cached("datasets", name="load-dataset")
 def load_dataset_task(root: str, dataset: str, data_dir: str, data_digest: str, train_subset: int | None,
-                      test_split: str, test_subset: int | None, seed: int, probe_split: str | None = None,
+                      test_split: str | None, test_subset: int | None, seed: int, probe_split: str | None = None,
                       probe_rows: int | None = None) -> str:
     """Freeze the train/test rows of this run (subsets included), the probe rows of adaptive stage
-    lengths when asked for, and the task template."""
+    lengths when asked for, and the task template; ``test_split`` None: the training side alone."""
     params = dict(locals())
     rel = materialize("datasets", CODE["datasets"], params, lambda out: pipeline.prepare_dataset(
         dataset, data_dir, train_subset, test_split, test_subset, seed, out, probe_split, probe_rows))

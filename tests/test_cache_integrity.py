@@ -167,7 +167,10 @@ def test_an_edited_template_is_recompressed_not_trusted(built):
 @pytest.mark.parametrize("kind, task", [("banks", "build-retrieval-bank"), ("datasets", "load-dataset")])
 def test_a_corrupt_manifest_is_a_cache_miss(built, kind, task):
     cfg, root = built
-    folder = _only(root, f"{kind}/*/{MANIFEST}").parent
+    # two of each: the training side's (no test rows) and the scored side's; break either one
+    folders = sorted(p.parent for p in root.glob(f"{kind}/*/{MANIFEST}"))
+    assert len(folders) == 2, folders
+    folder = folders[0]
     (folder / MANIFEST).write_text('{"kind": "' + kind + '", "files": {')  # invalid JSON
     states = _run(cfg, root)
     assert _recomputed(states) == {task}

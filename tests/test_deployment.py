@@ -181,7 +181,8 @@ def test_the_sweep_deployment_fans_variants_out_over_the_pool(server, tmp_path):
                        ("train-stage", "adapters"), ("benchmark", "evals")):
         folders = [p for p in (root / kind).iterdir() if not p.name.startswith(".")]
         assert built.get(task, 0) == len(folders), (task, built, len(folders))
-    assert built["prepare-model"] == 1 and built["load-dataset"] == 1
+    # one model; the data's training side and its scored rows, each built once for every variant
+    assert built["prepare-model"] == 1 and built["load-dataset"] == 2
 
 
 def test_a_task_file_runs_through_the_ablation_deployment(server):

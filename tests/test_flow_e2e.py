@@ -186,7 +186,8 @@ def test_the_hardware_setting_reaches_every_box_that_runs_a_model(first_run, tmp
     recomputed = {name for name, s in states.items() if "Completed" in s}
     assert recomputed == {"compress-template", "materialize-shard", "train-stage", "merge-adapter",
                           "package-for-serving", "benchmark", "report"}, states
-    assert states["prepare-model"] == states["load-dataset"] == states["build-retrieval-bank"] == ["Cached"]
+    assert states["prepare-model"] == ["Cached"]
+    assert states["load-dataset"] == states["build-retrieval-bank"] == ["Cached", "Cached"]  # training's, scoring's
     # the verbatim template runs no model: its box, and the shards of the verbatim and no-template
     # stages, are the fp32 run's; the tau 0.5 template was scored in bf16
     assert states["compress-template"].count("Cached") == 1 and sorted(set(states["materialize-shard"])) == \
@@ -195,6 +196,28 @@ def test_the_hardware_setting_reaches_every_box_that_runs_a_model(first_run, tmp
     assert {m["decoding"] for m in metrics if m.get("device") == "cpu"} == {"greedy", "greedy, bf16 weights"}
     checks = [json.loads(p.read_text()) for p in (root / "merged").glob("*/merge_check.json")]
     assert {c.get("saved_dtype") for c in checks} == {"fp32", "bf16"}
+
+
+def test_scoring_other_rows_benchmarks_the_same_models_and_trains_nothing(first_run, tmp_path):
+    """Another eval.test_split / test_subset (the dev split chooses, the test split is scored once)
+    is a new benchmark of the models already trained: the training side of the data holds no test
+    rows, so no training box's key moves."""
+    cfg, first_root, first, _ = first_run
+    root = tmp_path / "artifacts"  # a copy: the other tests read the first run's folders
+    shutil.copytree(first_root, root)
+    other = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"test_subset": cfg.eval.test_subset - 2})})
+    result, states = _run(other, root)
+    for box in ("compress-template", "materialize-shard", "train-stage", "merge-adapter", "package-for-serving"):
+        assert set(states[box]) == {"Cached"}, (box, states[box])
+    # the training side's dataset and bank are the first run's; the scored side's are new
+    assert sorted(states["load-dataset"]) == sorted(states["build-retrieval-bank"]) == ["Cached", "Completed"]
+    assert set(states["benchmark"]) == {"Completed"}
+    scored = {m["label"]: m["n"] for m in result["metrics"]}
+    assert scored["promptintern"] == scored["direct-no-template"] == cfg.eval.test_subset - 2
+    assert {m["label"]: m["n"] for m in first["metrics"]}["promptintern"] == cfg.eval.test_subset
+    training = [p for p in (root / "datasets").iterdir() if (p / "info.json").is_file()
+                and "test_rows" not in json.loads((p / "info.json").read_text())]
+    assert len(training) == 1 and not (training[0] / "test.jsonl").exists()
 
 
 def test_a_deleted_folder_recomputes_only_its_task(first_run):

@@ -76,8 +76,9 @@ def test_shared_upstream_work_runs_once_per_sweep(swept):
     folders = {kind: len([p for p in (root / kind).iterdir() if not p.name.startswith(".")])
                for kind in ("models", "datasets", "templates", "banks", "shards", "adapters", "merged", "evals")}
     assert executed["prepare-model"] == folders["models"] == 1
-    assert executed["load-dataset"] == folders["datasets"] == 1
-    assert executed["build-retrieval-bank"] == folders["banks"] == 1
+    # the training side of the data and the scored rows: one folder each for all four variants
+    assert executed["load-dataset"] == folders["datasets"] == 2
+    assert executed["build-retrieval-bank"] == folders["banks"] == 2
     assert executed["compress-template"] == folders["templates"]
     assert executed["materialize-shard"] == folders["shards"]
     assert executed["train-stage"] == folders["adapters"]
