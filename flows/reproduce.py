@@ -283,7 +283,12 @@ def reproduce(part: str = "nl2bash", preset: str = PRESET, overrides: dict[str, 
 
     _publish_missing_predictions(part, runs, root, doc_path)  # rows kept from a record made before they were published
     path = _write(runs)
-    failed = [v for v, r in runs.items() if r["status"] not in ("completed", "skipped")]
+    # what this invocation was asked to run and did not finish (with --variants, the part's other
+    # rows are left alone on purpose: not failures); its extra seeds' runs count too
+    asked = [v for v in runs if not only or v in only]
+    failed = [v for v in asked if runs[v]["status"] not in ("completed", "skipped")]
+    failed += [f"{v} (train.seed {seed})" for v in asked if runs[v]["status"] == "completed"
+               for seed in map(str, extra_seeds) if runs[v].get("seed_runs", {}).get(seed, {}).get("status") != "completed"]
     if failed:
         raise RuntimeError(f"reproduce {part}: {len(failed)} variant runs did not complete: {', '.join(failed)} "
                            f"(the others are in {path})")

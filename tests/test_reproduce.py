@@ -366,6 +366,14 @@ def test_extra_training_seeds_add_per_seed_scores_and_tests(prefect_harness, tin
     with pytest.raises(ValueError, match="not in part"):
         rep.reproduce(**args, only=("bank-25",))
 
+    # --variants on a part with no record: the rows not asked for stay pending, and that is no failure
+    calls.clear()
+    alone = tmp_path / "alone" / "results.md"
+    out = rep.reproduce(**{**args, "doc": str(alone)}, only=("direct-no-template",))
+    assert calls == [("direct-no-template", None), ("direct-no-template", 1)]  # (its boxes cached above)
+    assert {v: r["status"] for v, r in out["runs"].items()} == {"promptintern": "pending",
+                                                                 "direct-no-template": "completed"}
+
 
 def test_two_invocations_with_variants_beside_each_other_keep_each_others_rows():
     """``--resume --variants a`` and ``--resume --variants b`` on one part at once: each writes the
