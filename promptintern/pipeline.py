@@ -67,10 +67,10 @@ def prepare_dataset(task_name: str, data_dir: str, train_subset: int | None, tes
     dev = _probe_rows(task, data_dir, probe_split, probe_rows, test_split, test_subset) if probe_split else None
     if test is not None and test_subset is not None:
         test = test[:test_subset]
-    info = {"task": task_name, "train_rows": len(train), "test_rows": len(test) if test is not None else None,
-            "test_split": test_split, "seed": seed}
-    if test is None:  # the training side alone
-        del info["test_rows"], info["test_split"]
+    info = {"task": task_name, "train_rows": len(train)}
+    if test is not None:  # (none on the training side alone)
+        info |= {"test_rows": len(test), "test_split": test_split}
+    info["seed"] = seed
     if dev is not None:
         info |= {"probe_split": probe_split, "probe_rows": len(dev)}
     pool = task.load_pool(Path(data_dir)) if task.load_pool is not None else None
