@@ -232,11 +232,15 @@ def _run(cfg: RunConfig, artifact_root: str, variant: str | None) -> dict:
         for tau in sorted(taus, reverse=True) if tau > 0.0
     }
     k_max = max([s.k for s in stages] + [cfg.schedule.k0 if full_prompt else 0])
-    banks = {data: build_bank_task.with_options(**opts).submit(root, data, k_max, cfg.retrieval, cfg.seed)
-             for data in dict.fromkeys((train_data, dataset))} if k_max else {}
+    # the training rows' shots, and the scored rows' (one folder when training knows the test rows;
+    # else the scored side's bank retrieves for the test rows alone)
+    bank_future = scored_future = None
+    if k_max:
+        bank_future = build_bank_task.with_options(**opts).submit(root, train_data, k_max, cfg.retrieval, cfg.seed)
+        scored_future = bank_future if dataset == train_data else build_bank_task.with_options(**opts).submit(
+            root, dataset, k_max, cfg.retrieval, cfg.seed, scored_only=True)
     templates: dict[float, str | None] = {tau: f.result() for tau, f in futures.items()} | {0.0: None}
-    # the training rows' shots, and the scored rows' (the same folder when training knows the test rows)
-    bank, eval_bank = (banks[train_data].result(), banks[dataset].result()) if k_max else (None, None)
+    bank, eval_bank = (bank_future.result(), scored_future.result()) if k_max else (None, None)
 
     chat = cfg.chat or get_task(cfg.dataset).chat  # the run's choice, else the task file's
 

@@ -225,9 +225,11 @@ def read_template_text(template_dir: Path | None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def bank(dataset_dir: Path, k: int, cfg: RetrievalConfig, seed: int, out: Path) -> dict:
+def bank(dataset_dir: Path, k: int, cfg: RetrievalConfig, seed: int, out: Path, scored_only: bool = False) -> dict:
     """Top-k training neighbors of every training row (self excluded), every test row and every probe
     row (a dataset folder of the training side alone has no test rows: none for them).
+    ``scored_only``: the test rows' alone, the benchmarks' bank beside a training side that has its
+    own (the training rows' neighbors, quadratic in the rows, are not computed twice).
 
     A task with a fixed shot pool (``pool.jsonl``) draws from the pool instead: its first k rows
     for every row (``shot_select`` fixed), or the k most similar pool rows (retrieve)."""
@@ -235,22 +237,26 @@ def bank(dataset_dir: Path, k: int, cfg: RetrievalConfig, seed: int, out: Path) 
 
     train = read_examples(dataset_dir / "train.jsonl")
     test = read_examples(dataset_dir / "test.jsonl") if (dataset_dir / "test.jsonl").is_file() else None
+    if scored_only and test is None:
+        raise ValueError(f"{dataset_dir}: no test rows to retrieve for (scored_only)")
     if (dataset_dir / "pool.jsonl").is_file():
-        return _pool_bank(dataset_dir, train, test, k, cfg, out)
+        return _pool_bank(dataset_dir, train, test, k, cfg, out, scored_only)
     k = min(k, len(train) - 1)
     queries = [r.query for r in train]
     with resource_errors(f"building the {cfg.scorer} retrieval bank over {len(train)} rows", out,
                          memory_hint="use fewer rows (train_subset), retrieval.bank_fraction < 1 "
                                      "or retrieval.scorer=bm25"):
-        train_bank = build_bank(queries, k, scorer=cfg.scorer, bank_fraction=cfg.bank_fraction, seed=seed)
-        np.save(out / "train_neighbors.npy", train_bank.neighbors)
+        if not scored_only:
+            train_bank = build_bank(queries, k, scorer=cfg.scorer, bank_fraction=cfg.bank_fraction, seed=seed)
+            np.save(out / "train_neighbors.npy", train_bank.neighbors)
         if test is not None:
             np.save(out / "test_neighbors.npy", retrieve_for([r.query for r in test], queries, k, scorer=cfg.scorer))
         if (dataset_dir / "dev.jsonl").is_file():  # the probe rows of adaptive stage lengths
             dev = read_examples(dataset_dir / "dev.jsonl")
             np.save(out / "dev_neighbors.npy", retrieve_for([r.query for r in dev], queries, k, scorer=cfg.scorer))
+    # (the test rows retrieve from every training row; bank_fraction limits the training rows' pool)
     stats = {"k": k, "scorer": cfg.scorer, "bank_fraction": cfg.bank_fraction,
-             "pool_size": train_bank.pool_size, "train_rows": len(train)}
+             "pool_size": len(train) if scored_only else train_bank.pool_size, "train_rows": len(train)}
     if test is not None:
         stats["test_rows"] = len(test)
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
@@ -258,13 +264,13 @@ def bank(dataset_dir: Path, k: int, cfg: RetrievalConfig, seed: int, out: Path) 
 
 
 def _pool_bank(dataset_dir: Path, train: list[Example], test: list[Example] | None, k: int, cfg: RetrievalConfig,
-               out: Path) -> dict:
+               out: Path, scored_only: bool = False) -> dict:
     from promptintern.retrieve import retrieve_for
 
     pool = read_examples(dataset_dir / "pool.jsonl")
     select = json.loads((dataset_dir / "info.json").read_text()).get("shot_select", "fixed")
     k = min(k, len(pool))
-    splits = [("train", train)] + ([("test", test)] if test is not None else [])
+    splits = ([] if scored_only else [("train", train)]) + ([("test", test)] if test is not None else [])
     if (dataset_dir / "dev.jsonl").is_file():
         splits.append(("dev", read_examples(dataset_dir / "dev.jsonl")))
     for split, rows in splits:

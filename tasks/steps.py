@@ -160,11 +160,12 @@ def compress_template_task(root: str, dataset_dir: str, tau: float, compression:
 
 
 @_cached("banks", name="build-retrieval-bank")
-def build_bank_task(root: str, dataset_dir: str, k: int, retrieval: RetrievalConfig, seed: int) -> str:
-    """Top-k most similar training rows for every training and test row."""
+def build_bank_task(root: str, dataset_dir: str, k: int, retrieval: RetrievalConfig, seed: int,
+                    scored_only: bool = False) -> str:
+    """Top-k most similar training rows for every training and test row (``scored_only``: test rows only)."""
     params = dict(locals())
     rel = materialize("banks", CODE["banks"], params, lambda out: pipeline.bank(
-        _path(root, dataset_dir), k, retrieval, seed, out))
+        _path(root, dataset_dir), k, retrieval, seed, out, scored_only))
     _log_json("bank", Path(root) / rel)
     return rel
 

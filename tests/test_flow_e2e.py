@@ -218,6 +218,10 @@ def test_scoring_other_rows_benchmarks_the_same_models_and_trains_nothing(first_
     training = [p for p in (root / "datasets").iterdir() if (p / "info.json").is_file()
                 and "test_rows" not in json.loads((p / "info.json").read_text())]
     assert len(training) == 1 and not (training[0] / "test.jsonl").exists()
+    # the scored side's bank holds the test rows' shots alone; the training rows' are the training side's
+    banks = [p for p in (root / "banks").iterdir() if (p / "stats.json").is_file()]
+    assert sorted((p / "train_neighbors.npy").exists() for p in banks) == [False, False, True]
+    assert all((p / "test_neighbors.npy").exists() != (p / "train_neighbors.npy").exists() for p in banks)
 
 
 def test_a_deleted_folder_recomputes_only_its_task(first_run):

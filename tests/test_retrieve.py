@@ -163,3 +163,27 @@ def test_k_zero_and_bank_roundtrip(tmp_path):
 def test_bad_arguments_name_the_parameter(call, name):
     with pytest.raises(ValueError, match=name):
         call(["a b", "a c", "b c"])
+
+
+def test_the_scored_sides_bank_retrieves_the_test_rows_alone_as_the_full_bank_does(tiny_data_dir, tmp_path):
+    """The benchmarks' bank beside a training side with its own (``scored_only``): the same test
+    neighbors as a bank over the whole folder, and no training-row neighbors computed again."""
+    from promptintern import pipeline
+    from promptintern.config import preset
+
+    retrieval = preset("tiny").retrieval
+    data = tmp_path / "dataset"
+    data.mkdir()
+    pipeline.prepare_dataset("nl2bash", str(tiny_data_dir), 12, "test", 5, 0, data)
+    full, scored = tmp_path / "full", tmp_path / "scored"
+    full.mkdir(), scored.mkdir()
+    pipeline.bank(data, 3, retrieval, 0, full)
+    stats = pipeline.bank(data, 3, retrieval, 0, scored, scored_only=True)
+    assert np.array_equal(np.load(scored / "test_neighbors.npy"), np.load(full / "test_neighbors.npy"))
+    assert not (scored / "train_neighbors.npy").exists() and (full / "train_neighbors.npy").exists()
+    assert stats["test_rows"] == 5 and stats["pool_size"] == 12
+    training_side = tmp_path / "training-side"
+    training_side.mkdir()
+    pipeline.prepare_dataset("nl2bash", str(tiny_data_dir), 12, None, None, 0, training_side)
+    with pytest.raises(ValueError, match="no test rows"):
+        pipeline.bank(training_side, 3, retrieval, 0, tmp_path, scored_only=True)
